@@ -1,0 +1,263 @@
+"""Reading landing files: which table a file feeds, and its records in bounded blocks.
+
+A file is read in blocks of whole records (a quoted field may span lines), each parsed by
+pyarrow's CSV reader. Every record keeps its physical line number and can give back its raw
+text, so a rejected row is stored exactly as it arrived. Rows with the wrong number of fields
+are reported, not dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from gdx_pipeline.dictionary import TABLES, TableSpec
+
+UTF8_BOM = b"\xef\xbb\xbf"
+DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
+# A record whose quotes never close would otherwise make a block grow to the whole file.
+MAX_BLOCK_BYTES = 64 * 1024 * 1024
+LINE_COLUMN = "__line__"
+
+
+class UnreadableFileError(Exception):
+    """The file as a whole cannot be read; it goes to quarantine with this message."""
+
+
+def table_for_file(path: Path) -> TableSpec:
+    """The table a landing file feeds, by its name prefix (`jobs*.csv`, ...)."""
+    name = path.name
+    if name.lower().endswith(".csv"):
+        # Longest prefix first, so no table name can shadow a longer one.
+        for table in sorted(TABLES, key=len, reverse=True):
+            if name.startswith(table):
+                return TABLES[table]
+    expected = ", ".join(f"{t}*.csv" for t in TABLES)
+    raise UnreadableFileError(f"unknown file name {name!r}: expected one of {expected}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class RecordBlock:
+    """Whole records of one file: parsed fields for well-formed rows, problems for the rest."""
+
+    fields: pd.DataFrame  # one string column per dictionary column, plus LINE_COLUMN
+    malformed: list[tuple[int, str, str]]  # (line, raw, reason)
+    raw_lines: dict[int, str] = field(repr=False)  # line number -> raw text, for well-formed rows
+    rows_read: int = 0
+
+
+@dataclass
+class _Block:
+    data: bytes
+    first_line: int
+
+
+def _even_quote_cut(buffer: bytes) -> int:
+    """Offset just past the last newline that ends a whole record (quotes balanced), or -1."""
+    cut = buffer.rfind(b"\n")
+    if cut < 0:
+        return -1
+    quotes = buffer.count(b'"', 0, cut)
+    while quotes % 2 == 1:
+        previous = buffer.rfind(b"\n", 0, cut)
+        if previous < 0:
+            return -1
+        quotes -= buffer.count(b'"', previous, cut)
+        cut = previous
+    return cut + 1
+
+
+def _iter_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
+    """Blocks of whole records, BOM removed, checked for NUL bytes and UTF-8."""
+    line = 1
+    pending = b""
+    first = True
+    saw_content = False
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(block_bytes)
+            at_eof = not chunk
+            buffer = pending + chunk
+            if first:
+                if buffer.startswith(UTF8_BOM):
+                    buffer = buffer[len(UTF8_BOM) :]
+                first = False
+            if at_eof:
+                cut = len(buffer)
+            else:
+                cut = _even_quote_cut(buffer)
+                if cut < 0 and len(buffer) < MAX_BLOCK_BYTES:
+                    pending = buffer
+                    continue
+                if cut < 0:
+                    cut = buffer.rfind(b"\n") + 1 or len(buffer)
+            data, pending = buffer[:cut], buffer[cut:]
+            if data:
+                _check_decodable(data, line)
+                saw_content = saw_content or bool(data.strip())
+                yield _Block(data, line)
+                line += data.count(b"\n")
+            if at_eof:
+                break
+    if not saw_content:
+        raise UnreadableFileError("the file is empty: it has no data lines")
+
+
+def _check_decodable(data: bytes, first_line: int) -> None:
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        at = first_line + data.count(b"\n", 0, nul)
+        raise UnreadableFileError(f"binary content (a NUL byte) at line {at}: this is not a CSV text file")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        at = first_line + data.count(b"\n", 0, error.start)
+        raise UnreadableFileError(
+            f"not UTF-8: undecodable byte at line {at}; re-save the file as UTF-8 and drop it again"
+        ) from None
+
+
+def _raw_lines(data: bytes) -> list[str]:
+    text = data.decode("utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _parse_fast(block: _Block, spec: TableSpec) -> RecordBlock | None:
+    """pyarrow's parser; None when a quoted value spans lines (line numbers would drift)."""
+    columns = spec.columns
+    invalid: list[tuple[int, str, int]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.number, row.text, row.actual_columns))
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(block.data),
+        read_options=pacsv.ReadOptions(column_names=columns, use_threads=False, block_size=len(block.data) + 1),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in columns},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    if b'"' in block.data:
+        for column in table.columns:
+            if pa.compute.any(pa.compute.match_substring_regex(column, "[\r\n]")).as_py():
+                return None
+    if any(number is None for number, _, _ in invalid):
+        return None
+    total = table.num_rows + len(invalid)
+    bad_numbers = np.array(sorted(n for n, _, _ in invalid), dtype=np.int64)
+    good_numbers = np.setdiff1d(np.arange(1, total + 1, dtype=np.int64), bad_numbers, assume_unique=True)
+    lines = good_numbers + (block.first_line - 1)
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    frame = frame.astype("string[pyarrow]")
+    frame[LINE_COLUMN] = lines
+    raw = _raw_lines(block.data)
+    malformed = [
+        (block.first_line + number - 1, raw[number - 1], _field_count_reason(len(columns), count, raw[number - 1]))
+        for number, _text, count in invalid
+    ]
+    raw_by_line = _LazyRawLines(raw, block.first_line)
+    return RecordBlock(fields=frame, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
+
+
+def _parse_slow(block: _Block, spec: TableSpec) -> RecordBlock:
+    """Python's csv module, for blocks where a quoted value spans lines."""
+    columns = spec.columns
+    text = block.data.decode("utf-8")
+    physical = text.splitlines(keepends=True)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    malformed: list[tuple[int, str, str]] = []
+    raw_by_line: dict[int, str] = {}
+    previous_end = 0
+    total = 0
+    for record in reader:
+        start, previous_end = previous_end, reader.line_num
+        raw = "".join(physical[start:previous_end]).rstrip("\r\n")
+        line = block.first_line + start
+        total += 1
+        if record == []:
+            record = [""]
+        if len(record) != len(columns):
+            if len(record) == 1 and record[0] == "":
+                record = [""] * len(columns)
+            else:
+                malformed.append((line, raw, _field_count_reason(len(columns), len(record), raw)))
+                continue
+        rows.append(record)
+        lines.append(line)
+        raw_by_line[line] = raw
+    frame = pd.DataFrame(rows, columns=columns, dtype="string[pyarrow]") if rows else _empty_fields(columns)
+    frame[LINE_COLUMN] = np.array(lines, dtype=np.int64)
+    return RecordBlock(fields=frame, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
+
+
+class _LazyRawLines(dict):
+    """Line number -> raw text, backed by the block's list of lines (no copy per row)."""
+
+    def __init__(self, lines: list[str], first_line: int):
+        super().__init__()
+        self._lines = lines
+        self._first = first_line
+
+    def __getitem__(self, line: int) -> str:
+        return self._lines[line - self._first]
+
+
+def _empty_fields(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype="string[pyarrow]") for c in columns})
+
+
+def _field_count_reason(expected: int, found: int, raw: str) -> str:
+    if not raw.strip():
+        return "row: blank line"
+    return f"row: expected {expected} fields, found {found}"
+
+
+def read_record_blocks(path: Path, spec: TableSpec, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[RecordBlock]:
+    """Every record of a landing file, block by block; raises UnreadableFileError for the file."""
+    for block in _iter_blocks(path, block_bytes):
+        try:
+            parsed = _parse_fast(block, spec)
+        except pa.ArrowInvalid:
+            parsed = None
+        yield parsed if parsed is not None else _parse_slow(block, spec)
+
+
+def read_text_records(text: str, spec: TableSpec) -> RecordBlock:
+    """Records of CSV text that arrived whole (an API request), numbered from line 1."""
+    data = text.encode("utf-8")
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    block = _Block(data, 1)
+    try:
+        parsed = _parse_fast(block, spec)
+    except pa.ArrowInvalid:
+        parsed = None
+    return parsed if parsed is not None else _parse_slow(block, spec)

@@ -1,0 +1,162 @@
+"""The warehouse: SQLAlchemy tables derived from the data dictionary, plus the system tables
+(ingestion ledger, rejected-row log, quarantined files), and engines for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from gdx_pipeline.dictionary import NAME_MAX_LENGTH, TABLES, TableSpec
+
+metadata = sa.MetaData()
+
+
+def _sql_type(spec: TableSpec, column: str) -> sa.types.TypeEngine:
+    kind = spec.column_kind(column)
+    if kind == "integer":
+        return sa.Integer()
+    if kind == "timestamp":
+        return sa.DateTime(timezone=True)
+    return sa.String(NAME_MAX_LENGTH)
+
+
+def _table_from_spec(spec: TableSpec) -> sa.Table:
+    """DDL for one dictionary table: types, NOT NULL, primary key, named foreign keys, checks."""
+    schema_columns = spec.schema.columns
+    columns = []
+    for name, column in schema_columns.items():
+        columns.append(
+            sa.Column(
+                name,
+                _sql_type(spec, name),
+                primary_key=name == spec.primary_key,
+                autoincrement=False,
+                nullable=bool(column.nullable),
+                comment=column.description,
+            )
+        )
+    constraints: list[sa.SchemaItem] = [
+        sa.ForeignKeyConstraint([fk.column], [f"{fk.table}.{fk.target_column}"], name=fk_constraint_name(spec.name, fk.column))
+        for fk in spec.foreign_keys
+    ]
+    table = sa.Table(spec.name, metadata, *columns, *constraints, comment=spec.description)
+    for fk in spec.foreign_keys:
+        # The metrics join and group by these; the FK checks of restores look them up.
+        sa.Index(f"ix_{spec.name}_{fk.column}", table.c[fk.column])
+    return table
+
+
+def fk_constraint_name(table: str, column: str) -> str:
+    return f"fk_{table}_{column}"
+
+
+data_tables: dict[str, sa.Table] = {name: _table_from_spec(spec) for name, spec in TABLES.items()}
+sa.Index("ix_hired_employees_datetime", data_tables["hired_employees"].c.datetime)
+
+ingestion_ledger = sa.Table(
+    "ingestion_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(512), nullable=False, comment="File name, or 'api'."),
+    sa.Column("sha256", sa.String(64), nullable=True, comment="Content hash of a file; NULL for API batches."),
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("rows_read", sa.BigInteger, nullable=False),
+    sa.Column("rows_inserted", sa.BigInteger, nullable=False),
+    sa.Column("rows_updated", sa.BigInteger, nullable=False),
+    sa.Column("rows_unchanged", sa.BigInteger, nullable=False),
+    sa.Column("rows_rejected", sa.BigInteger, nullable=False),
+    sa.Column("rows_deleted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    # A file is applied once: its hash is the idempotency key.
+    sa.UniqueConstraint("sha256", name="uq_ingestion_ledger_sha256"),
+    comment="One row per applied file, API batch or restore: what it did to which table.",
+)
+
+rejected_rows = sa.Table(
+    "rejected_rows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(512), nullable=False, comment="File name, or 'api'."),
+    sa.Column("source_sha256", sa.String(64), nullable=True),
+    sa.Column("line_number", sa.BigInteger, nullable=True, comment="1-based line in the file, or row index in an API batch."),
+    sa.Column("raw_line", sa.Text, nullable=False, comment="The line exactly as it arrived, without its line ending."),
+    sa.Column("reasons", sa.JSON, nullable=False, comment="List of reasons, one per broken rule."),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_rejected_rows_table_source", "table_name", "source"),
+    comment="Every row that did not land in its table, with why.",
+)
+
+quarantined_files = sa.Table(
+    "quarantined_files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file_name", sa.String(512), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Files that could not be read at all, moved to quarantine/.",
+)
+
+
+def normalize_database_url(url: str) -> str:
+    """Name the driver: bare `postgresql://` becomes psycopg 3, which the COPY loader needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_warehouse_engine(url: str) -> sa.Engine:
+    url = normalize_database_url(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """Foreign keys on, WAL for concurrent readers, and real BEGIN IMMEDIATE transactions.
+
+    pysqlite's own transaction handling defers BEGIN; SQLAlchemy's documented recipe hands
+    transaction control back to us so a file's writes take the write lock up front.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA busy_timeout = 60000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection):  # noqa: ANN001
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(engine_or_connection: sa.Engine | sa.Connection) -> bool:
+    return engine_or_connection.dialect.name == "postgresql"
+
+
+def create_schema(engine: sa.Engine) -> None:
+    """Create every table and index that does not exist yet (idempotent)."""
+    if is_postgres(engine):
+        # Two processes starting at once must not race on CREATE TABLE.
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7420001)")
+            metadata.create_all(conn)
+    else:
+        with engine.begin() as conn:
+            metadata.create_all(conn)

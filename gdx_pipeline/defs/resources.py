@@ -1,0 +1,56 @@
+"""Dagster resources: where the data folder is and which database is the warehouse.
+
+Both come from environment variables with defaults that work on a fresh clone:
+`GDX_DATA_DIR` (default `./data`) and `GDX_DATABASE_URL` (default: `gdx.sqlite` in the data
+folder; any SQLAlchemy URL, PostgreSQL being the production target).
+"""
+
+
+from functools import cache
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from gdx_pipeline.core.folders import DataFolders
+from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
+
+
+class DataFolderResource(dg.ConfigurableResource):
+    """The data folder: landing/, processed/, quarantine/, rejects/, backups/, reports/."""
+
+    data_dir: str = "data"
+
+    def folders(self) -> DataFolders:
+        return DataFolders(Path(self.data_dir).resolve()).ensure()
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The SQL warehouse. An empty `database_url` means a SQLite file in the data folder."""
+
+    data: DataFolderResource
+    database_url: str = ""
+
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data.folders().root / 'gdx.sqlite'}"
+
+    def engine(self) -> sa.Engine:
+        return warehouse_engine(self.url())
+
+
+@cache
+def warehouse_engine(url: str) -> sa.Engine:
+    """One engine per URL and process, with the schema created on first use."""
+    engine = create_warehouse_engine(url)
+    create_schema(engine)
+    return engine
+
+
+def resources_from_environment() -> dict[str, dg.ConfigurableResource]:
+    data = DataFolderResource(data_dir=dg.EnvVar("GDX_DATA_DIR").get_value("data") or "data")
+    return {
+        "data_folder": data,
+        "warehouse": WarehouseResource(data=data, database_url=dg.EnvVar("GDX_DATABASE_URL").get_value("") or ""),
+    }
