@@ -8,10 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
-from gdx_pipeline.core.csv_source import LINE_COLUMN, RecordBlock, read_text_records
+from gdx_pipeline.core.csv_source import RecordBlock, read_text_records, string_table
 from gdx_pipeline.core.ingestion import lock_table_for_writes, now_utc
 from gdx_pipeline.core.loading import LoadCounts, StagedUpsert, known_keys, record_rejects
 from gdx_pipeline.core.validation import RejectedRow, RowValidator
@@ -59,11 +58,13 @@ def block_from_mappings(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -
         kept.append([_field_text(row.get(column)) for column in columns])
         lines.append(position)
         raw_lines[position] = raw
-    fields = pd.DataFrame(kept, columns=columns, dtype="string[pyarrow]") if kept else pd.DataFrame(
-        {c: pd.Series([], dtype="string[pyarrow]") for c in columns}
+    return RecordBlock(
+        fields=string_table(columns, kept),
+        lines=np.array(lines, dtype=np.int64),
+        malformed=malformed,
+        raw_lines=raw_lines,
+        rows_read=len(rows),
     )
-    fields[LINE_COLUMN] = np.array(lines, dtype=np.int64)
-    return RecordBlock(fields=fields, malformed=malformed, raw_lines=raw_lines, rows_read=len(rows))
 
 
 def block_from_csv_text(spec: TableSpec, text: str) -> RecordBlock:
@@ -86,7 +87,7 @@ def apply_batch(
         lock_table_for_writes(conn, spec)
         checked = RowValidator(spec, known_keys(conn, spec)).validate(block)
         upsert = StagedUpsert(conn, spec)
-        upsert.add(checked.valid[spec.columns])
+        upsert.add(checked.valid)
         counts = upsert.apply()
         record_rejects(conn, spec, checked.rejected, source=source, source_sha256=None, run_id=run_id, request_id=request_id, at=started_at)
         conn.execute(

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -26,7 +25,6 @@ UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
 # A record whose quotes never close would otherwise make a block grow to the whole file.
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
-LINE_COLUMN = "__line__"
 
 
 class UnreadableFileError(Exception):
@@ -57,7 +55,8 @@ def file_sha256(path: Path) -> str:
 class RecordBlock:
     """Whole records of one file: parsed fields for well-formed rows, problems for the rest."""
 
-    fields: pd.DataFrame  # one string column per dictionary column, plus LINE_COLUMN
+    fields: pa.Table  # one string column per dictionary column, well-formed rows only
+    lines: np.ndarray  # physical line number of each row of `fields`
     malformed: list[tuple[int, str, str]]  # (line, raw, reason)
     raw_lines: dict[int, str] = field(repr=False)  # line number -> raw text, for well-formed rows
     rows_read: int = 0
@@ -171,16 +170,13 @@ def _parse_fast(block: _Block, spec: TableSpec) -> RecordBlock | None:
     bad_numbers = np.array(sorted(n for n, _, _ in invalid), dtype=np.int64)
     good_numbers = np.setdiff1d(np.arange(1, total + 1, dtype=np.int64), bad_numbers, assume_unique=True)
     lines = good_numbers + (block.first_line - 1)
-    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
-    frame = frame.astype("string[pyarrow]")
-    frame[LINE_COLUMN] = lines
     raw = _raw_lines(block.data)
     malformed = [
         (block.first_line + number - 1, raw[number - 1], _field_count_reason(len(columns), count, raw[number - 1]))
         for number, _text, count in invalid
     ]
     raw_by_line = _LazyRawLines(raw, block.first_line)
-    return RecordBlock(fields=frame, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
+    return RecordBlock(fields=table, lines=lines, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
 
 
 def _parse_slow(block: _Block, spec: TableSpec) -> RecordBlock:
@@ -211,9 +207,9 @@ def _parse_slow(block: _Block, spec: TableSpec) -> RecordBlock:
         rows.append(record)
         lines.append(line)
         raw_by_line[line] = raw
-    frame = pd.DataFrame(rows, columns=columns, dtype="string[pyarrow]") if rows else _empty_fields(columns)
-    frame[LINE_COLUMN] = np.array(lines, dtype=np.int64)
-    return RecordBlock(fields=frame, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
+    return RecordBlock(
+        fields=string_table(columns, rows), lines=np.array(lines, dtype=np.int64), malformed=malformed, raw_lines=raw_by_line, rows_read=total
+    )
 
 
 class _LazyRawLines(dict):
@@ -228,8 +224,9 @@ class _LazyRawLines(dict):
         return self._lines[line - self._first]
 
 
-def _empty_fields(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype="string[pyarrow]") for c in columns})
+def string_table(columns: list[str], rows: list[list[str]]) -> pa.Table:
+    """Rows of field texts as an Arrow table of string columns."""
+    return pa.table({c: pa.array([row[i] for row in rows], type=pa.string()) for i, c in enumerate(columns)})
 
 
 def _field_count_reason(expected: int, found: int, raw: str) -> str:

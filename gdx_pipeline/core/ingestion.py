@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
 
 from gdx_pipeline.core.csv_source import DEFAULT_BLOCK_BYTES, UnreadableFileError, file_sha256, read_record_blocks, table_for_file
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.loading import LoadCounts, StagedUpsert, known_keys, record_rejects
+from gdx_pipeline.core.loading import LoadCounts, StagedUpsert, estimated_rows, known_keys, record_rejects
 from gdx_pipeline.core.validation import RejectedRow, RowValidator
 from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres, quarantined_files
 from gdx_pipeline.dictionary import TABLES, TableSpec
@@ -33,6 +35,7 @@ class Logger(Protocol):
     def warning(self, msg: str) -> None: ...
 
 
+T = TypeVar("T")
 _default_log = logging.getLogger("gdx_pipeline.ingestion")
 
 
@@ -171,10 +174,10 @@ def _apply_file_in_transaction(
             log.info(f"{path.name}: already applied (sha256 {outcome.sha256[:12]}…), not applied again")
             return
         validator = RowValidator(spec, known_keys(conn, spec))
-        upsert = StagedUpsert(conn, spec)
-        for block in read_record_blocks(path, spec, block_bytes):
-            checked = validator.validate(block)
-            upsert.add(checked.valid[spec.columns])
+        upsert = StagedUpsert(conn, spec, expected_rows=estimated_rows(outcome.size_bytes))
+        checked_blocks = ((block, validator.validate(block)) for block in read_record_blocks(path, spec, block_bytes))
+        for block, checked in read_ahead(checked_blocks):
+            upsert.add(checked.valid)
             record_rejects(
                 conn, spec, checked.rejected, source=path.name, source_sha256=outcome.sha256, run_id=run_id, request_id=None, at=started_at
             )
@@ -205,6 +208,47 @@ def _apply_file_in_transaction(
                 finished_at=now_utc(),
             )
         )
+
+
+def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Produce items in a background thread, at most `depth` ahead of the consumer.
+
+    Parsing and validating the next block (Arrow and pandas release the GIL) then overlaps
+    with loading this one (the database works while psycopg waits). Memory stays bounded by
+    `depth` blocks. An exception in the producer is raised in the consumer.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put((item, None))
+            slots.put((done, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            slots.put((done, error))
+
+    worker = threading.Thread(target=produce, name="gdx-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                slots.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 def lock_table_for_writes(conn: sa.Connection, spec: TableSpec) -> None:

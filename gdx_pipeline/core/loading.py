@@ -18,18 +18,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from gdx_pipeline.core.validation import RejectedRow
-from gdx_pipeline.core.warehouse import data_tables, fk_constraint_name, is_postgres, rejected_rows
+from gdx_pipeline.core.warehouse import data_tables, is_postgres, rejected_rows
 from gdx_pipeline.dictionary import TableSpec
 
-# Above this many staged rows, re-checking foreign keys set-wise beats per-row triggers.
-BULK_FOREIGN_KEY_THRESHOLD = 200_000
+# Above this many staged rows (PostgreSQL), dropping the foreign keys and secondary indexes and
+# rebuilding them after the insert (one sorted index build, one set-wise key check) beats
+# maintaining them row by row.
+BULK_THRESHOLD = 200_000
 SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # Arrow adds the microseconds; SQLAlchemy reads it back
 
 
@@ -51,7 +52,7 @@ def _quote(conn: sa.Connection, name: str) -> str:
 class StagedUpsert:
     """Collects the valid rows of one file or API batch and upserts them in one statement."""
 
-    def __init__(self, conn: sa.Connection, spec: TableSpec):
+    def __init__(self, conn: sa.Connection, spec: TableSpec, *, expected_rows: int = 0):
         self.conn = conn
         self.spec = spec
         self.staged = 0
@@ -59,17 +60,30 @@ class StagedUpsert:
         self.stage = f"gdx_stage_{spec.name}"
         self._columns_sql = ", ".join(_quote(conn, c) for c in spec.columns)
         target = _quote(conn, spec.name)
-        if self.postgres:
+        # A big first load into an empty, unreferenced table skips staging: COPY straight into a
+        # bare table, then build the key, indexes and foreign keys once (what pgloader does).
+        # Nothing can conflict: the validator already dropped later duplicates within the file.
+        self.direct = (
+            self.postgres
+            and expected_rows >= BULK_THRESHOLD
+            and not _is_referenced(spec)
+            and conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {target})").scalar_one()
+        )
+        if self.direct:
+            self.stage = target
+            self._drop_secondary_structures(primary_key=True)
+        elif self.postgres:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{self.stage}")
             conn.exec_driver_sql(f"CREATE TEMP TABLE {self.stage} (LIKE {target}) ON COMMIT DROP")
         else:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self.stage}")
             conn.exec_driver_sql(f"CREATE TEMP TABLE {self.stage} AS SELECT {self._columns_sql} FROM main.{target} WHERE 0")
 
-    def add(self, rows: pd.DataFrame) -> None:
-        if rows.empty:
+    def add(self, rows: pa.Table) -> None:
+        """Stage typed rows (dictionary columns, in order)."""
+        if rows.num_rows == 0:
             return
-        table = self._arrow_table(rows)
+        table = rows.select(self.spec.columns)
         if self.postgres:
             buffer = io.BytesIO()
             pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
@@ -78,22 +92,22 @@ class StagedUpsert:
                 copy.write(buffer.getbuffer())
         else:
             placeholders = ", ".join("?" for _ in self.spec.columns)
-            columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+            columns = [self._sqlite_values(name, table.column(name)) for name in self.spec.columns]
             self.conn.exec_driver_sql(
                 f"INSERT INTO temp.{self.stage} ({self._columns_sql}) VALUES ({placeholders})", list(zip(*columns))
             )
-        self.staged += len(rows)
+        self.staged += rows.num_rows
 
-    def _arrow_table(self, rows: pd.DataFrame) -> pa.Table:
-        arrays = []
-        for column in self.spec.columns:
-            array = pa.array(rows[column])
-            if not self.postgres and self.spec.column_kind(column) == "timestamp":
-                array = pc.strftime(array, format=SQLITE_TIMESTAMP_FORMAT)
-            arrays.append(array)
-        return pa.Table.from_arrays(arrays, names=self.spec.columns)
+    def _sqlite_values(self, name: str, column: pa.ChunkedArray) -> list:
+        if self.spec.column_kind(name) == "timestamp":
+            column = pc.strftime(column, format=SQLITE_TIMESTAMP_FORMAT)
+        return column.to_pylist()
 
     def apply(self) -> LoadCounts:
+        if self.direct:
+            self._create_secondary_structures(primary_key=True)
+            self.conn.exec_driver_sql(f"ANALYZE {self.stage}")
+            return LoadCounts(inserted=self.staged)
         if self.staged == 0:
             return LoadCounts()
         if self.postgres:
@@ -113,32 +127,37 @@ class StagedUpsert:
 
     def _apply_postgres(self) -> LoadCounts:
         target = _quote(self.conn, self.spec.name)
-        bulk = self.staged >= BULK_FOREIGN_KEY_THRESHOLD and self.spec.foreign_keys
+        bulk = self.staged >= BULK_THRESHOLD
         if bulk:
-            self._drop_foreign_keys()
+            self._drop_secondary_structures()
         inserted, updated = self.conn.exec_driver_sql(
             f"WITH upserted AS (INSERT INTO {target} AS target ({self._columns_sql}) "
             f"SELECT {self._columns_sql} FROM {self.stage} {self._update_clause()} RETURNING (xmax = 0) AS inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
         ).one()
         if bulk:
-            self._add_foreign_keys()
-        if self.staged >= BULK_FOREIGN_KEY_THRESHOLD:
+            self._create_secondary_structures()
             self.conn.exec_driver_sql(f"ANALYZE {target}")
         return LoadCounts(inserted=inserted, updated=updated, unchanged=self.staged - inserted - updated)
 
-    def _drop_foreign_keys(self) -> None:
-        target = _quote(self.conn, self.spec.name)
-        for fk in self.spec.foreign_keys:
-            self.conn.exec_driver_sql(f"ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {fk_constraint_name(self.spec.name, fk.column)}")
+    def _drop_secondary_structures(self, primary_key: bool = False) -> None:
+        """Foreign keys and secondary indexes (and the key), as the dictionary-derived DDL defines them."""
+        table = data_tables[self.spec.name]
+        for constraint in table.foreign_key_constraints:
+            self.conn.execute(sa.schema.DropConstraint(constraint, if_exists=True))
+        for index in table.indexes:
+            self.conn.execute(sa.schema.DropIndex(index, if_exists=True))
+        if primary_key:
+            self.conn.execute(sa.schema.DropConstraint(table.primary_key))
 
-    def _add_foreign_keys(self) -> None:
-        target = _quote(self.conn, self.spec.name)
-        for fk in self.spec.foreign_keys:
-            self.conn.exec_driver_sql(
-                f"ALTER TABLE {target} ADD CONSTRAINT {fk_constraint_name(self.spec.name, fk.column)} "
-                f"FOREIGN KEY ({_quote(self.conn, fk.column)}) REFERENCES {_quote(self.conn, fk.table)} ({_quote(self.conn, fk.target_column)})"
-            )
+    def _create_secondary_structures(self, primary_key: bool = False) -> None:
+        table = data_tables[self.spec.name]
+        if primary_key:
+            self.conn.execute(sa.schema.AddConstraint(table.primary_key))
+        for index in table.indexes:
+            self.conn.execute(sa.schema.CreateIndex(index))
+        for constraint in table.foreign_key_constraints:
+            self.conn.execute(sa.schema.AddConstraint(constraint))
 
     def _apply_sqlite(self) -> LoadCounts:
         target = _quote(self.conn, self.spec.name)
@@ -153,6 +172,15 @@ class StagedUpsert:
         )
         self.conn.exec_driver_sql(f"DROP TABLE temp.{self.stage}")
         return LoadCounts(inserted=self.staged - existing, updated=changed, unchanged=existing - changed)
+
+
+def _is_referenced(spec: TableSpec) -> bool:
+    return any(fk.referred_table.name == spec.name for table in data_tables.values() for fk in table.foreign_key_constraints)
+
+
+def estimated_rows(size_bytes: int) -> int:
+    """A cautious row estimate from a file's size (Globant rows are ~45 bytes)."""
+    return size_bytes // 64
 
 
 def known_keys(conn: sa.Connection, spec: TableSpec) -> dict[str, list[int]]:

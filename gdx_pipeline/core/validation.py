@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pa_schema
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from gdx_pipeline.core.csv_source import LINE_COLUMN, RecordBlock
+from gdx_pipeline.core.csv_source import RecordBlock
 from gdx_pipeline.dictionary import ID_MAX, TableSpec
 
 _INTEGER = r"[+-]?\d+"
@@ -33,47 +35,65 @@ class RejectedRow:
 
 @dataclass
 class ValidatedBlock:
-    valid: pd.DataFrame  # typed dictionary columns plus LINE_COLUMN
+    valid: pa.Table  # the valid rows, typed, in dictionary column order
     rejected: list[RejectedRow]
 
 
-def _parse_integer(text: pd.Series, column: str) -> tuple[pd.Series, pd.Series]:
-    is_integer = text.str.fullmatch(_INTEGER).fillna(False).astype(bool)
-    digits = text.str.lstrip("+-").str.len().fillna(0)
-    fits = is_integer & (digits <= _MAX_INT_DIGITS)
-    values = pd.to_numeric(text.where(fits), errors="coerce").astype("Int64")
-    problems = pd.Series(pd.NA, index=text.index, dtype="string")
-    problems[text.notna() & ~is_integer] = "not an integer"
-    problems[is_integer & ~fits] = f"out of range, must be 1 to {ID_MAX}"
-    return values, problems
+@dataclass
+class ParsedColumn:
+    values: pa.Array  # typed; null where the text was blank or could not be parsed
+    problem: str | None = None  # why a non-blank value became null
+    unparsable: pa.Array | None = None  # boolean mask of those values
 
 
-def _parse_timestamp(text: pd.Series, column: str) -> tuple[pd.Series, pd.Series]:
-    shaped = text.str.fullmatch(_ISO_DATETIME).fillna(False).astype(bool)
-    normalized = text.where(shaped).str.upper().str.replace(",", ".", regex=False).str.replace(" ", "T", regex=False)
-    values = pd.to_datetime(normalized, utc=True, format="ISO8601", errors="coerce").dt.as_unit("us")
-    problems = pd.Series(pd.NA, index=text.index, dtype="string")
-    problems[text.notna() & ~shaped] = "not an ISO-8601 datetime with a Z or an offset"
-    problems[shaped & values.isna()] = "not a real date and time"
-    return values, problems
+def _parse_integer(text: pa.Array) -> ParsedColumn:
+    is_integer = pc.fill_null(pc.match_substring_regex(text, f"^{_INTEGER}$"), False)
+    fits = pc.and_(is_integer, pc.less_equal(pc.utf8_length(pc.utf8_ltrim(text, characters="+-")), _MAX_INT_DIGITS))
+    values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.int64())
+    not_integer = pc.and_(pc.is_valid(text), pc.invert(is_integer))
+    too_long = pc.and_(is_integer, pc.invert(fits))
+    if pc.any(too_long).as_py():
+        # Too many digits for any integer type: out of range, like any other too-large id.
+        values = pc.if_else(too_long, pa.scalar(ID_MAX + 1, pa.int64()), values)
+    return ParsedColumn(values, "not an integer", not_integer)
 
 
-def _parse_text(text: pd.Series, column: str) -> tuple[pd.Series, pd.Series]:
-    return text.astype("string"), pd.Series(pd.NA, index=text.index, dtype="string")
+def _parse_timestamp(text: pa.Array) -> ParsedColumn:
+    shaped = pc.fill_null(pc.match_substring_regex(text, f"^{_ISO_DATETIME}$"), False)
+    candidates = pc.if_else(shaped, text, pa.scalar(None, pa.string()))
+    normalized = pc.replace_substring(pc.replace_substring(pc.utf8_upper(candidates), ",", "."), " ", "T")
+    parsed = pd.to_datetime(normalized.to_pandas(), utc=True, format="ISO8601", errors="coerce").dt.as_unit("us")
+    values = pa.array(parsed, type=pa.timestamp("us", tz="UTC"))
+    unreadable = pc.or_(pc.and_(pc.is_valid(text), pc.invert(shaped)), pc.and_(shaped, pc.is_null(values)))
+    return ParsedColumn(values, "not an ISO-8601 datetime with a Z or an offset", unreadable)
+
+
+def _parse_text(text: pa.Array) -> ParsedColumn:
+    return ParsedColumn(text)
 
 
 _PARSERS = {"integer": _parse_integer, "timestamp": _parse_timestamp, "text": _parse_text}
 
 
-def parse_columns(spec: TableSpec, fields: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
-    """Typed columns (NA where blank or unparsable) and, per column, why a value is NA."""
-    typed: dict[str, pd.Series] = {}
-    problems: dict[str, pd.Series] = {}
+def _blank_to_null(column: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(column)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def parse_columns(spec: TableSpec, fields: pa.Table) -> tuple[pa.Table, dict[str, ParsedColumn]]:
+    """Typed columns, vectorised in Arrow: null where blank or unparsable, and why."""
+    parsed = {}
     for column in spec.columns:
-        text = fields[column].str.strip()
-        text = text.mask(text == "")
-        typed[column], problems[column] = _PARSERS[spec.column_kind(column)](text, column)
-    return pd.DataFrame(typed, index=fields.index), problems
+        text = _blank_to_null(fields.column(column).combine_chunks())
+        parsed[column] = _PARSERS[spec.column_kind(column)](text)
+    typed = pa.table({column: parsed[column].values for column in spec.columns})
+    return typed, parsed
+
+
+def _to_pandas_typed(typed: pa.Table) -> pd.DataFrame:
+    """Arrow to the dictionary's pandas dtypes (Int64, string, datetime64[us, UTC])."""
+    mapping = {pa.int64(): pd.Int64Dtype(), pa.string(): pd.StringDtype()}
+    return typed.to_pandas(types_mapper=mapping.get)
 
 
 def _describe_check(check: str) -> str:
@@ -104,67 +124,65 @@ class RowValidator:
         self.seen_ids = SeenIds()
 
     @staticmethod
-    def _schema_with_foreign_keys(spec: TableSpec, known_keys: Mapping[str, Collection[int]]) -> pa.DataFrameSchema:
+    def _schema_with_foreign_keys(spec: TableSpec, known_keys: Mapping[str, Collection[int]]) -> pa_schema.DataFrameSchema:
         schema = spec.schema
         updates = {}
         for fk in spec.foreign_keys:
             allowed = np.asarray(sorted(known_keys.get(fk.column, ())), dtype=np.int64)
-            check = pa.Check(lambda s, allowed=allowed: s.isin(allowed), name=f"exists_in_{fk.table}")
+            check = pa_schema.Check(lambda s, allowed=allowed: s.isin(allowed), name=f"exists_in_{fk.table}")
             updates[fk.column] = {"checks": [*schema.columns[fk.column].checks, check]}
         return schema.update_columns(updates) if updates else schema
 
     def validate(self, block: RecordBlock) -> ValidatedBlock:
-        fields = block.fields.reset_index(drop=True)
         rejected = [RejectedRow(line, raw, [reason]) for line, raw, reason in block.malformed]
-        if fields.empty:
-            return ValidatedBlock(self._empty_valid(), rejected)
-        typed, problems = parse_columns(self.spec, fields)
-        reasons = self._reasons_by_row(typed, problems, fields)
-        key = self.spec.primary_key
-        candidate = np.ones(len(typed), dtype=bool)
-        candidate[list(reasons)] = False
-        duplicates = self.seen_ids.mark(typed[key].to_numpy(dtype=np.int64, na_value=0), candidate)
-        for row in np.flatnonzero(duplicates):
-            reasons[int(row)] = [f"{key}: duplicate of an earlier row in this file (got {typed[key].iat[row]})"]
-        lines = fields[LINE_COLUMN].to_numpy()
-        for row in sorted(reasons):
-            line = int(lines[row])
-            rejected.append(RejectedRow(line, block.raw_lines[line], reasons[row]))
-        keep = np.ones(len(typed), dtype=bool)
-        keep[list(reasons)] = False
-        valid = typed[keep].copy()
-        valid[LINE_COLUMN] = lines[keep]
+        typed, parsed = parse_columns(self.spec, block.fields)
+        if typed.num_rows:
+            reasons = self._reasons_by_row(typed, parsed, block.fields)
+            key = self.spec.primary_key
+            candidate = np.ones(typed.num_rows, dtype=bool)
+            candidate[list(reasons)] = False
+            ids = typed.column(key).fill_null(0).to_numpy()
+            duplicates = self.seen_ids.mark(ids, candidate)
+            for row in np.flatnonzero(duplicates):
+                reasons[int(row)] = [f"{key}: duplicate of an earlier row in this file (got {ids[row]})"]
+            for row in sorted(reasons):
+                line = int(block.lines[row])
+                rejected.append(RejectedRow(line, block.raw_lines[line], reasons[row]))
+            if reasons:
+                keep = np.ones(typed.num_rows, dtype=bool)
+                keep[list(reasons)] = False
+                typed = typed.filter(pa.array(keep))
         rejected.sort(key=lambda r: r.line)
-        return ValidatedBlock(valid.reset_index(drop=True), rejected)
+        return ValidatedBlock(typed, rejected)
 
-    def _reasons_by_row(self, typed: pd.DataFrame, problems: dict[str, pd.Series], fields: pd.DataFrame) -> dict[int, list[str]]:
+    def _reasons_by_row(self, typed: pa.Table, parsed: dict[str, ParsedColumn], fields: pa.Table) -> dict[int, list[str]]:
         reasons: dict[int, list[str]] = {}
         try:
-            self.schema.validate(typed, lazy=True)
-        except pa.errors.SchemaErrors as errors:
+            self.schema.validate(_to_pandas_typed(typed), lazy=True)
+        except pa_schema.errors.SchemaErrors as errors:
             cases = errors.failure_cases
             cases = cases[cases["index"].notna()]
             for column, check, value, index in cases[["column", "check", "failure_case", "index"]].itertuples(index=False):
                 row = int(index)
                 if check == "not_nullable":
-                    problem = problems[column].iat[row]
-                    text = fields[column].iat[row]
-                    reason = f"{column}: missing" if pd.isna(problem) else f"{column}: {problem} (got {text!r})"
+                    column_parse = parsed[column]
+                    if column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
+                        reason = f"{column}: {column_parse.problem} (got {fields.column(column)[row].as_py().strip()!r})"
+                    else:
+                        reason = f"{column}: missing"
                 else:
                     reason = f"{column}: {_describe_check(str(check))} (got {_plain(value)!r})"
                 reasons.setdefault(row, []).append(reason)
-        blank = fields[self.spec.columns].apply(lambda s: s.str.strip() == "").all(axis=1)
-        for row in np.flatnonzero(blank.to_numpy(dtype=bool)):
+        blank = None
+        for column in self.spec.columns:
+            empty = pc.equal(pc.utf8_trim_whitespace(fields.column(column)), "")
+            blank = empty if blank is None else pc.and_(blank, empty)
+        for row in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
             reasons[int(row)] = ["row: blank line"]
         order = {column: i for i, column in enumerate(self.spec.columns)}
         for row_reasons in reasons.values():
             row_reasons.sort(key=lambda r: order.get(r.split(":")[0], -1))
         return reasons
-
-    def _empty_valid(self) -> pd.DataFrame:
-        typed, _ = parse_columns(self.spec, pd.DataFrame({c: pd.Series([], dtype="string") for c in self.spec.columns}))
-        typed[LINE_COLUMN] = np.array([], dtype=np.int64)
-        return typed
 
 
 def _plain(value: object) -> object:

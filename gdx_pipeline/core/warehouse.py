@@ -9,7 +9,8 @@ from sqlalchemy.engine import make_url
 
 from gdx_pipeline.dictionary import NAME_MAX_LENGTH, TABLES, TableSpec
 
-metadata = sa.MetaData()
+# Named primary keys, so the bulk loader can drop and rebuild them by name.
+metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s"})
 
 
 def _sql_type(spec: TableSpec, column: str) -> sa.types.TypeEngine:
@@ -53,6 +54,12 @@ def fk_constraint_name(table: str, column: str) -> str:
 
 data_tables: dict[str, sa.Table] = {name: _table_from_spec(spec) for name, spec in TABLES.items()}
 sa.Index("ix_hired_employees_datetime", data_tables["hired_employees"].c.datetime)
+# The hiring metrics (core.metrics) filter a year by `datetime` and group by department and job:
+# with all three in one index they read the index alone (2-3x faster at 10 M rows, see README).
+sa.Index(
+    "ix_hired_employees_datetime_department_job",
+    *(data_tables["hired_employees"].c[name] for name in ("datetime", "department_id", "job_id")),
+)
 
 ingestion_ledger = sa.Table(
     "ingestion_ledger",

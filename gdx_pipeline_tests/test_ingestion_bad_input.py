@@ -1,0 +1,253 @@
+"""Bad input, file level and row level: every data line ends up loaded or in the reject log."""
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gdx_pipeline.core.ingestion import ingest_file, ingest_landing
+from gdx_pipeline.core.warehouse import data_tables, quarantined_files, rejected_rows
+from gdx_pipeline_tests.conftest import table_count
+
+DEPARTMENTS = "1,Engineering\n2,Sales\n3,Support\n"
+JOBS = "1,Engineer\n2,Manager\n"
+
+
+def drop(folders, name: str, content: str | bytes) -> Path:
+    path = folders.landing / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def load_reference_tables(engine, folders) -> None:
+    drop(folders, "departments.csv", DEPARTMENTS)
+    drop(folders, "jobs.csv", JOBS)
+    ingest_landing(engine, folders)
+
+
+def rejects_by_line(engine, source: str) -> dict[int, tuple[str, list[str]]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).where(rejected_rows.c.source == source)
+        ).all()
+    return {line: (raw, reasons) for line, raw, reasons in rows}
+
+
+def employee(engine, employee_id: int):
+    table = data_tables["hired_employees"]
+    with engine.connect() as conn:
+        return conn.execute(sa.select(table).where(table.c.id == employee_id)).first()
+
+
+def as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def assert_every_line_accounted(engine, outcome, data_lines: int) -> None:
+    assert outcome.rows_read == data_lines
+    assert outcome.counts.loaded + outcome.rows_rejected == data_lines
+    assert len(rejects_by_line(engine, outcome.file)) == outcome.rows_rejected
+
+
+def test_bom_and_crlf_are_handled(engine, folders):
+    drop(folders, "departments_bom.csv", "\ufeff1,Engineering\r\n2,Sales\r\n3,Support\r\n")
+    (outcome,) = ingest_landing(engine, folders)
+    assert outcome.status == "applied" and outcome.counts.inserted == 3
+    table = data_tables["departments"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(table.c.id, table.c.department).order_by(table.c.id)).all() == [
+            (1, "Engineering"),
+            (2, "Sales"),
+            (3, "Support"),
+        ]
+
+
+def test_quoted_commas_quotes_newlines_and_unicode(engine, folders):
+    load_reference_tables(engine, folders)
+    content = (
+        '1,"Smith, John",2021-01-01T00:00:00Z,1,1\n'
+        '2,"Zoë ""Zee"" Ñúñez-Łukasz 王",2021-01-02T00:00:00Z,2,2\n'
+        '3,"Multi\nLine",2021-01-03T00:00:00Z,1,1\n'
+        "4,,2021-01-04T00:00:00Z,1,1\n"
+    )
+    drop(folders, "hired_employees_quoted.csv", content)
+    (outcome,) = ingest_landing(engine, folders)
+    assert_every_line_accounted(engine, outcome, 4)
+    assert employee(engine, 1).name == "Smith, John"
+    assert employee(engine, 2).name == 'Zoë "Zee" Ñúñez-Łukasz 王'
+    assert employee(engine, 3).name == "Multi\nLine"
+    # The record after a two-line record starts on physical line 5.
+    assert rejects_by_line(engine, outcome.file) == {5: ("4,,2021-01-04T00:00:00Z,1,1", ["name: missing"])}
+
+
+@pytest.mark.parametrize(
+    ("line", "reasons"),
+    [
+        ("10,Ann,2021-01-01T00:00:00Z,1,1,extra", ["row: expected 5 fields, found 6"]),
+        ("10,Ann,2021-01-01T00:00:00Z", ["row: expected 5 fields, found 3"]),
+        ("x1,Ann,2021-01-01T00:00:00Z,1,1", ["id: not an integer (got 'x1')"]),
+        ("1.5,Ann,2021-01-01T00:00:00Z,1,1", ["id: not an integer (got '1.5')"]),
+        ("1e3,Ann,2021-01-01T00:00:00Z,1,1", ["id: not an integer (got '1e3')"]),
+        ("0,Ann,2021-01-01T00:00:00Z,1,1", ["id: must be >= 1 (got 0)"]),
+        ("-5,Ann,2021-01-01T00:00:00Z,1,1", ["id: must be >= 1 (got -5)"]),
+        ("2147483648,Ann,2021-01-01T00:00:00Z,1,1", ["id: must be <= 2147483647 (got 2147483648)"]),
+        ("99999999999999999999999,Ann,2021-01-01T00:00:00Z,1,1", ["id: must be <= 2147483647 (got 2147483648)"]),
+        ("10,Ann,2021-01-01T00:00:00Z,x,1", ["department_id: not an integer (got 'x')"]),
+        ("10,Ann,not a date,1,1", ["datetime: not an ISO-8601 datetime with a Z or an offset (got 'not a date')"]),
+        ("10,Ann,2021-01-01T00:00:00,1,1", ["datetime: not an ISO-8601 datetime with a Z or an offset (got '2021-01-01T00:00:00')"]),
+        ("10,Ann,2021-02-30T00:00:00Z,1,1", ["datetime: not an ISO-8601 datetime with a Z or an offset (got '2021-02-30T00:00:00Z')"]),
+        ("10,Ann,2021-01-01,1,1", ["datetime: not an ISO-8601 datetime with a Z or an offset (got '2021-01-01')"]),
+        ("10,Ann,0021-01-01T00:00:00Z,1,1", ["datetime: must be >= 1900-01-01 00:00:00+00:00 (got '0021-01-01T00:00:00+00:00')"]),
+        ("10,Ann,2021-01-01T00:00:00Z,99,1", ["department_id: no such id in departments (got 99)"]),
+        ("10,Ann,2021-01-01T00:00:00Z,99,77", ["department_id: no such id in departments (got 99)", "job_id: no such id in jobs (got 77)"]),
+        ("10,   ,2021-01-01T00:00:00Z,1,1", ["name: missing"]),
+        ("10,," + ",1,1", ["name: missing", "datetime: missing"]),
+        ("10," + "N" * 256 + ",2021-01-01T00:00:00Z,1,1", [f"name: must be 1 to 255 characters long (got {'N' * 256!r})"]),
+        ("", ["row: blank line"]),
+        (",,,,", ["row: blank line"]),
+    ],
+)
+def test_bad_rows_are_rejected_with_their_reason_and_the_rest_loads(engine, folders, line, reasons):
+    load_reference_tables(engine, folders)
+    drop(folders, "hired_employees.csv", f"1,Good One,2021-01-01T00:00:00Z,1,1\n{line}\n2,Good Two,2021-06-01T00:00:00+02:00,2,2\n")
+    (outcome,) = ingest_landing(engine, folders)
+    assert_every_line_accounted(engine, outcome, 3)
+    assert outcome.counts.inserted == 2
+    assert rejects_by_line(engine, outcome.file) == {2: (line, reasons)}
+
+
+def test_offsets_are_converted_to_utc_and_quarters_move(engine, folders):
+    load_reference_tables(engine, folders)
+    drop(folders, "hired_employees.csv", "1,Late Night,2021-03-31T23:30:00-02:00,1,1\n2,Plus,2021-01-01T01:00:00+05:30,1,1\n3,Frac,2021-01-01T00:00:00.123456Z,1,1\n")
+    ingest_landing(engine, folders)
+    assert as_utc(employee(engine, 1).datetime) == datetime(2021, 4, 1, 1, 30, tzinfo=UTC)
+    assert as_utc(employee(engine, 2).datetime) == datetime(2020, 12, 31, 19, 30, tzinfo=UTC)
+    assert as_utc(employee(engine, 3).datetime) == datetime(2021, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_later_duplicate_ids_in_a_file_are_rejected_even_across_blocks(engine, folders):
+    load_reference_tables(engine, folders)
+    lines = [f"{i},Person {i},2021-01-01T00:00:00Z,1,1" for i in range(1, 401)]
+    lines.insert(350, "7,Second Seven,2021-01-01T00:00:00Z,2,2")  # block boundary lies well before it
+    lines.insert(3, "2,Early Duplicate,2021-01-01T00:00:00Z,2,2")
+    path = drop(folders, "hired_employees.csv", "\n".join(lines) + "\n")
+    outcome = ingest_file(engine, folders, path, block_bytes=1024)
+    assert_every_line_accounted(engine, outcome, 402)
+    assert outcome.counts.inserted == 400
+    assert rejects_by_line(engine, outcome.file) == {
+        4: ("2,Early Duplicate,2021-01-01T00:00:00Z,2,2", ["id: duplicate of an earlier row in this file (got 2)"]),
+        352: ("7,Second Seven,2021-01-01T00:00:00Z,2,2", ["id: duplicate of an earlier row in this file (got 7)"]),
+    }
+    assert employee(engine, 7).name == "Person 7"
+
+
+def test_a_rejected_first_occurrence_does_not_make_the_next_one_a_duplicate(engine, folders):
+    load_reference_tables(engine, folders)
+    drop(folders, "hired_employees.csv", "5,,2021-01-01T00:00:00Z,1,1\n5,Second Try,2021-01-01T00:00:00Z,1,1\n")
+    (outcome,) = ingest_landing(engine, folders)
+    assert outcome.counts.inserted == 1 and employee(engine, 5).name == "Second Try"
+
+
+def test_existing_ids_are_updated_and_identical_rows_unchanged(engine, folders):
+    load_reference_tables(engine, folders)
+    drop(folders, "departments_renamed.csv", "1,Engineering\n2,Global Sales\n4,Legal\n")
+    (outcome,) = ingest_landing(engine, folders)
+    assert (outcome.counts.inserted, outcome.counts.updated, outcome.counts.unchanged) == (1, 1, 1)
+    with engine.connect() as conn:
+        table = data_tables["departments"]
+        assert conn.execute(sa.select(table.c.department).where(table.c.id == 2)).scalar_one() == "Global Sales"
+
+
+def test_rows_loaded_earlier_in_the_same_run_satisfy_foreign_keys(engine, folders):
+    drop(folders, "hired_employees.csv", "1,Ann,2021-01-01T00:00:00Z,1,1\n")
+    drop(folders, "jobs.csv", JOBS)
+    drop(folders, "departments.csv", DEPARTMENTS)
+    outcomes = ingest_landing(engine, folders)
+    assert [o.file for o in outcomes] == ["departments.csv", "jobs.csv", "hired_employees.csv"]
+    assert outcomes[2].counts.inserted == 1 and outcomes[2].rows_rejected == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason_start"),
+    [
+        ("hired_employees_empty.csv", b"", "the file is empty"),
+        ("jobs_blank.csv", b"\n\n  \r\n", "the file is empty"),
+        ("departments_bom_only.csv", b"\xef\xbb\xbf", "the file is empty"),
+        ("jobs_garbage.csv", bytes(range(256)) * 8, "binary content (a NUL byte) at line 1"),
+        ("jobs_latin1.csv", "1,Engineer\n2,Ingénieur\n".encode("latin-1"), "not UTF-8: undecodable byte at line 2"),
+        ("salaries.csv", b"1,100\n", "unknown file name 'salaries.csv'"),
+        ("departments.txt", b"1,Engineering\n", "unknown file name 'departments.txt'"),
+    ],
+)
+def test_unreadable_files_are_quarantined_with_a_reason_and_do_not_block_others(engine, folders, name, content, reason_start):
+    drop(folders, name, content)
+    drop(folders, "departments.csv", DEPARTMENTS)
+    outcomes = {o.file: o for o in ingest_landing(engine, folders, run_id="run-q")}
+
+    assert outcomes["departments.csv"].status == "applied"
+    assert table_count(engine, "departments") == 3
+    bad = outcomes[name]
+    assert bad.status == "quarantined" and bad.reason.startswith(reason_start)
+    assert (folders.quarantine / name).read_bytes() == content
+    assert (folders.quarantine / f"{name}.reason.txt").read_text(encoding="utf-8").startswith(reason_start)
+    assert not (folders.landing / name).exists()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(quarantined_files.c.file_name, quarantined_files.c.run_id)).all() == [(name, "run-q")]
+    assert table_count(engine, "rejected_rows") == 0
+
+
+def test_a_file_undecodable_late_leaves_no_partial_rows(engine, folders):
+    load_reference_tables(engine, folders)
+    good = "".join(f"{i},Person {i},2021-01-01T00:00:00Z,1,1\n" for i in range(1, 2001)).encode()
+    path = drop(folders, "hired_employees.csv", good + b"2001,Bad \xff Byte,2021-01-01T00:00:00Z,1,1\n")
+    outcome = ingest_file(engine, folders, path, block_bytes=4096)
+    assert outcome.status == "quarantined" and "line 2001" in outcome.reason
+    assert table_count(engine, "hired_employees") == 0
+    assert table_count(engine, "rejected_rows") == 0
+    assert not any(p.name.endswith(".part") for p in folders.rejects.iterdir())
+
+
+def test_reject_file_can_be_fixed_and_dropped_back(engine, folders):
+    load_reference_tables(engine, folders)
+    drop(folders, "hired_employees.csv", "1,Ann,2021-01-01T00:00:00Z,1,1\n2,Bob,2021-01-01T00:00:00Z,9,1\n3,,2021-01-01T00:00:00Z,1,1\n")
+    (outcome,) = ingest_landing(engine, folders)
+    reject_file = folders.rejects / outcome.reject_file
+    assert reject_file.read_text() == "2,Bob,2021-01-01T00:00:00Z,9,1\n3,,2021-01-01T00:00:00Z,1,1\n"
+    log = reject_file.with_suffix(".log").read_text()
+    assert "line 2: department_id: no such id in departments (got 9)" in log and "line 3: name: missing" in log
+
+    fixed = reject_file.read_text().replace(",9,", ",1,").replace("3,,", "3,Cy,")
+    drop(folders, reject_file.name, fixed)
+    (again,) = ingest_landing(engine, folders)
+    assert again.status == "applied" and again.counts.inserted == 2 and again.rows_rejected == 0
+    assert table_count(engine, "hired_employees") == 3
+
+
+def test_hidden_files_are_left_alone(engine, folders):
+    drop(folders, ".departments.csv.uploading", DEPARTMENTS)
+    assert ingest_landing(engine, folders) == []
+    assert (folders.landing / ".departments.csv.uploading").exists()
+
+
+def test_processed_name_clash_keeps_both_files(engine, folders):
+    drop(folders, "departments.csv", DEPARTMENTS)
+    ingest_landing(engine, folders)
+    drop(folders, "departments.csv", "5,Legal\n")
+    (outcome,) = ingest_landing(engine, folders)
+    assert set(os.listdir(folders.processed)) == {"departments.csv", f"departments.{outcome.sha256[:8]}.csv"}
+
+
+def test_reject_reasons_are_stored_as_a_json_list(engine, folders):
+    load_reference_tables(engine, folders)
+    drop(folders, "hired_employees.csv", "1,,x,9,1\n")
+    ingest_landing(engine, folders)
+    with engine.connect() as conn:
+        raw = conn.execute(sa.select(sa.cast(rejected_rows.c.reasons, sa.Text))).scalar_one()
+    assert json.loads(raw) == [
+        "name: missing",
+        "datetime: not an ISO-8601 datetime with a Z or an offset (got 'x')",
+        "department_id: no such id in departments (got 9)",
+    ]
