@@ -29,7 +29,6 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gdx_pipeline.core.sample_data import generate_globant_files  # noqa: E402
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, normalize_database_url  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
@@ -97,6 +96,14 @@ for table, columns in names.items():
     frame.to_sql(table, engine, if_exists="append", index=False, chunksize=10_000)
 """
 
+GENERATE = """
+import sys
+from pathlib import Path
+from gdx_pipeline.core.sample_data import generate_globant_files
+summary = generate_globant_files(Path(sys.argv[1]), int(sys.argv[3]), dirty_share=0.03)
+generate_globant_files(Path(sys.argv[2]), int(sys.argv[3]) - summary.dirty, dirty_share=0.0)
+"""
+
 PREPARE_COPY = """
 import sys
 from pathlib import Path
@@ -118,9 +125,9 @@ def landing_copy(source: Path, names: list[str]) -> Path:
 def bench_size(server_url: str, rows: int, skip_to_sql: bool) -> list[tuple[str, float, int]]:
     dirty = WORK / f"globant_{rows}"
     clean = WORK / f"globant_{rows}_clean"
-    if not (dirty / "hired_employees.csv").exists():
-        summary = generate_globant_files(dirty, rows, dirty_share=0.03)
-        generate_globant_files(clean, rows - summary.dirty, dirty_share=0.0)
+    if not (clean / "hired_employees.csv").exists():
+        # In a child: a forked child's peak RSS starts at its parent's, so the parent stays small.
+        run_child(GENERATE, str(dirty), str(clean), str(rows))
     results = []
 
     url = fresh_database(server_url)
