@@ -92,7 +92,9 @@ for table, columns in names.items():
     for column in [c for c in columns if c == "id" or c.endswith("_id")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame = frame.dropna()
-    frame = frame[frame["department_id"].isin(range(1, 13))] if table == "hired_employees" else frame
+    if table == "hired_employees":  # to_sql would abort on the first unknown key
+        with engine.connect() as conn:
+            frame = frame[frame["department_id"].isin(pd.read_sql("SELECT id FROM departments", conn)["id"])]
     frame.to_sql(table, engine, if_exists="append", index=False, chunksize=10_000)
 """
 
