@@ -20,6 +20,7 @@ from pandera.typing import Series
 ID_MIN = 1
 ID_MAX = 2**31 - 1
 NAME_MAX_LENGTH = 255
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 # Bounds that catch typos (year 0021, 20021) while admitting any plausible hire.
 HIRED_FROM = pd.Timestamp("1900-01-01T00:00:00Z")
@@ -37,6 +38,8 @@ def _name_field(description: str) -> object:
     return pa.Field(
         nullable=False,
         str_length={"min_value": 1, "max_value": NAME_MAX_LENGTH},
+        # A line break or tab in a name is a broken quote far more often than a real name.
+        str_matches=NO_CONTROL_CHARACTERS,
         description=description,
     )
 

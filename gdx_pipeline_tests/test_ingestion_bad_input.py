@@ -72,15 +72,37 @@ def test_quoted_commas_quotes_newlines_and_unicode(engine, folders):
         '2,"Zoë ""Zee"" Ñúñez-Łukasz 王",2021-01-02T00:00:00Z,2,2\n'
         '3,"Multi\nLine",2021-01-03T00:00:00Z,1,1\n'
         "4,,2021-01-04T00:00:00Z,1,1\n"
+        "5,Last,2021-01-05T00:00:00Z,1,1\n"
     )
     drop(folders, "hired_employees_quoted.csv", content)
     (outcome,) = ingest_landing(engine, folders)
-    assert_every_line_accounted(engine, outcome, 4)
+    assert_every_line_accounted(engine, outcome, 5)
     assert employee(engine, 1).name == "Smith, John"
     assert employee(engine, 2).name == 'Zoë "Zee" Ñúñez-Łukasz 王'
-    assert employee(engine, 3).name == "Multi\nLine"
-    # The record after a two-line record starts on physical line 5.
-    assert rejects_by_line(engine, outcome.file) == {5: ("4,,2021-01-04T00:00:00Z,1,1", ["name: missing"])}
+    # A quoted value may span lines; a line break inside a name is refused, and the record
+    # after the two-line record keeps its physical line number (5).
+    assert rejects_by_line(engine, outcome.file) == {
+        3: ('3,"Multi\nLine",2021-01-03T00:00:00Z,1,1', ["name: must not contain control characters (line breaks, tabs) (got 'Multi\\nLine')"]),
+        5: ("4,,2021-01-04T00:00:00Z,1,1", ["name: missing"]),
+    }
+    assert employee(engine, 5).name == "Last"
+
+
+def test_an_unclosed_quote_rejects_the_rest_of_the_file_as_one_record_and_loses_nothing(engine, folders):
+    load_reference_tables(engine, folders)
+    drop(folders, "hired_employees.csv", '1,Ann,2021-01-01T00:00:00Z,1,1\n2,"Bob,2021-01-01T00:00:00Z,1,1\n3,Cy,2021-01-01T00:00:00Z,1,1\n')
+    (outcome,) = ingest_landing(engine, folders)
+    assert outcome.counts.inserted == 1
+    assert rejects_by_line(engine, outcome.file) == {
+        2: ('2,"Bob,2021-01-01T00:00:00Z,1,1\n3,Cy,2021-01-01T00:00:00Z,1,1', ["row: a quoted field is never closed, so lines 2 to 3 were read as one record"])
+    }
+
+
+def test_old_mac_line_endings_count_as_lines(engine, folders):
+    drop(folders, "departments.csv", "1,Engineering\r2,Sales\r\r3,Support\r")
+    (outcome,) = ingest_landing(engine, folders)
+    assert outcome.counts.inserted == 3
+    assert rejects_by_line(engine, outcome.file) == {3: ("", ["row: blank line"])}
 
 
 @pytest.mark.parametrize(

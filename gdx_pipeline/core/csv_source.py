@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def _iter_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
                 _check_decodable(data, line)
                 saw_content = saw_content or bool(data.strip())
                 yield _Block(data, line)
-                line += data.count(b"\n")
+                line += count_line_breaks(data)
             if at_eof:
                 break
     if not saw_content:
@@ -122,12 +123,12 @@ def _iter_blocks(path: Path, block_bytes: int) -> Iterator[_Block]:
 def _check_decodable(data: bytes, first_line: int) -> None:
     nul = data.find(b"\x00")
     if nul >= 0:
-        at = first_line + data.count(b"\n", 0, nul)
+        at = first_line + count_line_breaks(data[:nul])
         raise UnreadableFileError(f"binary content (a NUL byte) at line {at}: this is not a CSV text file")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        at = first_line + data.count(b"\n", 0, error.start)
+        at = first_line + count_line_breaks(data[: error.start])
         raise UnreadableFileError(
             f"not UTF-8: undecodable byte at line {at}; re-save the file as UTF-8 and drop it again"
         ) from None
@@ -160,13 +161,12 @@ def _parse_fast(block: _Block, spec: TableSpec) -> RecordBlock | None:
             quoted_strings_can_be_null=False,
         ),
     )
-    if b'"' in block.data:
-        for column in table.columns:
-            if pa.compute.any(pa.compute.match_substring_regex(column, "[\r\n]")).as_py():
-                return None
-    if any(number is None for number, _, _ in invalid):
-        return None
     total = table.num_rows + len(invalid)
+    # One record per physical line, or line numbers and raw lines would drift: a quoted value
+    # spanning lines (or a quote never closed) takes the slow path, which tracks both.
+    physical_lines = count_line_breaks(block.data) + (0 if block.data.endswith((b"\n", b"\r")) else 1)
+    if total != physical_lines or _has_lone_carriage_return(block.data) or any(n is None for n, _, _ in invalid):
+        return None
     bad_numbers = np.array(sorted(n for n, _, _ in invalid), dtype=np.int64)
     good_numbers = np.setdiff1d(np.arange(1, total + 1, dtype=np.int64), bad_numbers, assume_unique=True)
     lines = good_numbers + (block.first_line - 1)
@@ -179,11 +179,28 @@ def _parse_fast(block: _Block, spec: TableSpec) -> RecordBlock | None:
     return RecordBlock(fields=table, lines=lines, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
 
 
+def _has_lone_carriage_return(data: bytes) -> bool:
+    return data.count(b"\r") != data.count(b"\r\n")
+
+
+def count_line_breaks(data: bytes) -> int:
+    """Physical line breaks as a CSV parser sees them: LF, CRLF and a lone CR."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+_PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
+
+
+def _physical_lines(text: str) -> list[str]:
+    lines = _PHYSICAL_LINE.findall(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def _parse_slow(block: _Block, spec: TableSpec) -> RecordBlock:
-    """Python's csv module, for blocks where a quoted value spans lines."""
+    """Python's csv module, for blocks where a quoted value spans lines or lines end in a lone CR."""
     columns = spec.columns
     text = block.data.decode("utf-8")
-    physical = text.splitlines(keepends=True)
+    physical = _physical_lines(text)
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -196,6 +213,10 @@ def _parse_slow(block: _Block, spec: TableSpec) -> RecordBlock:
         raw = "".join(physical[start:previous_end]).rstrip("\r\n")
         line = block.first_line + start
         total += 1
+        if raw.count('"') % 2:
+            end = block.first_line + previous_end - 1
+            malformed.append((line, raw, f"row: a quoted field is never closed, so lines {line} to {end} were read as one record"))
+            continue
         if record == []:
             record = [""]
         if len(record) != len(columns):

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gdx_pipeline.core.csv_source import RecordBlock
-from gdx_pipeline.dictionary import ID_MAX, TableSpec
+from gdx_pipeline.dictionary import ID_MAX, NO_CONTROL_CHARACTERS, TableSpec
 
 _INTEGER = r"[+-]?\d+"
 # ISO-8601 date and time with a Z or a numeric offset (RFC 3339 also allows a space for the T).
@@ -106,6 +106,8 @@ def _describe_check(check: str) -> str:
     if name == "str_length":
         low, _, high = argument.partition(",")
         return f"must be {low.strip()} to {high.strip()} characters long"
+    if name == "str_matches" and argument.strip("'\"") == NO_CONTROL_CHARACTERS:
+        return "must not contain control characters (line breaks, tabs)"
     if name.startswith("exists_in_"):
         return f"no such id in {name.removeprefix('exists_in_')}"
     return f"fails {check}"
