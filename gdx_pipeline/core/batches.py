@@ -39,30 +39,40 @@ def _field_text(value: object) -> str:
     return json.dumps(value)
 
 
+class _RawJson(dict):
+    """Position -> the row as JSON text, made only for the rows that end up rejected."""
+
+    def __init__(self, rows: Sequence[object]):
+        super().__init__()
+        self._rows = rows
+
+    def __getitem__(self, position: int) -> str:
+        return json.dumps(self._rows[position - 1], ensure_ascii=False, default=str)
+
+
 def block_from_mappings(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -> RecordBlock:
     """JSON objects as records: missing keys are blank fields; unknown keys reject the row."""
     columns = spec.columns
+    known = set(columns)
+    raw = _RawJson(rows)
     kept: list[list[str]] = []
     lines: list[int] = []
-    raw_lines: dict[int, str] = {}
     malformed: list[tuple[int, str, str]] = []
     for position, row in enumerate(rows, start=1):
-        raw = json.dumps(row, ensure_ascii=False, default=str)
         if not isinstance(row, Mapping):
-            malformed.append((position, raw, "row: expected a JSON object"))
+            malformed.append((position, raw[position], "row: expected a JSON object"))
             continue
-        unknown = sorted(set(row) - set(columns))
-        if unknown:
-            malformed.append((position, raw, f"row: unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(columns)}"))
+        if not known.issuperset(row):
+            unknown = sorted(set(row) - known)
+            malformed.append((position, raw[position], f"row: unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(columns)}"))
             continue
         kept.append([_field_text(row.get(column)) for column in columns])
         lines.append(position)
-        raw_lines[position] = raw
     return RecordBlock(
         fields=string_table(columns, kept),
         lines=np.array(lines, dtype=np.int64),
         malformed=malformed,
-        raw_lines=raw_lines,
+        raw_lines=raw,
         rows_read=len(rows),
     )
 

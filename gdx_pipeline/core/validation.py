@@ -108,8 +108,6 @@ def _describe_check(check: str) -> str:
         return f"must be {low.strip()} to {high.strip()} characters long"
     if name == "str_matches" and argument.strip("'\"") == NO_CONTROL_CHARACTERS:
         return "must not contain control characters (line breaks, tabs)"
-    if name.startswith("exists_in_"):
-        return f"no such id in {name.removeprefix('exists_in_')}"
     return f"fails {check}"
 
 
@@ -122,18 +120,10 @@ class RowValidator:
 
     def __init__(self, spec: TableSpec, known_keys: Mapping[str, Collection[int]] | None = None):
         self.spec = spec
-        self.schema = self._schema_with_foreign_keys(spec, known_keys or {})
+        self.schema = spec.schema
+        known_keys = known_keys or {}
+        self.allowed_keys = {fk.column: pa.array(sorted(known_keys.get(fk.column, ())), type=pa.int64()) for fk in spec.foreign_keys}
         self.seen_ids = SeenIds()
-
-    @staticmethod
-    def _schema_with_foreign_keys(spec: TableSpec, known_keys: Mapping[str, Collection[int]]) -> pa_schema.DataFrameSchema:
-        schema = spec.schema
-        updates = {}
-        for fk in spec.foreign_keys:
-            allowed = np.asarray(sorted(known_keys.get(fk.column, ())), dtype=np.int64)
-            check = pa_schema.Check(lambda s, allowed=allowed: s.isin(allowed), name=f"exists_in_{fk.table}")
-            updates[fk.column] = {"checks": [*schema.columns[fk.column].checks, check]}
-        return schema.update_columns(updates) if updates else schema
 
     def validate(self, block: RecordBlock) -> ValidatedBlock:
         rejected = [RejectedRow(line, raw, [reason]) for line, raw, reason in block.malformed]
@@ -157,6 +147,16 @@ class RowValidator:
         rejected.sort(key=lambda r: r.line)
         return ValidatedBlock(typed, rejected)
 
+    def _foreign_key_reasons(self, typed: pa.Table, reasons: dict[int, list[str]]) -> None:
+        """Relational rules Pandera has no words for, checked set-wise against the referenced ids.
+
+        Kept out of the Pandera schema so the schema is built once, not once per batch."""
+        for fk in self.spec.foreign_keys:
+            values = typed.column(fk.column)
+            unknown = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=self.allowed_keys[fk.column])))
+            for row in np.flatnonzero(unknown.to_numpy(zero_copy_only=False)):
+                reasons.setdefault(int(row), []).append(f"{fk.column}: no such id in {fk.table} (got {values[int(row)].as_py()})")
+
     def _reasons_by_row(self, typed: pa.Table, parsed: dict[str, ParsedColumn], fields: pa.Table) -> dict[int, list[str]]:
         reasons: dict[int, list[str]] = {}
         try:
@@ -175,6 +175,7 @@ class RowValidator:
                 else:
                     reason = f"{column}: {_describe_check(str(check))} (got {_plain(value)!r})"
                 reasons.setdefault(row, []).append(reason)
+        self._foreign_key_reasons(typed, reasons)
         blank = None
         for column in self.spec.columns:
             empty = pc.equal(pc.utf8_trim_whitespace(fields.column(column)), "")
