@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -15,12 +14,9 @@ import sqlalchemy as sa
 
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.sample_data import generate_globant_files
-from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, quarantined_files, rejected_rows
+from gdx_pipeline.core.warehouse import quarantined_files, rejected_rows
+from gdx_pipeline.defs.resources import resources_from_environment
 from gdx_pipeline.dictionary import TABLES
-
-
-def default_database_url(data_dir: Path) -> str:
-    return os.environ.get("GDX_DATABASE_URL") or f"sqlite:///{data_dir.resolve() / 'gdx.sqlite'}"
 
 
 def print_summary(engine: sa.Engine, folders: DataFolders) -> None:
@@ -52,10 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = generate_globant_files(args.folder, args.employees, dirty_share=args.dirty_share, seed=args.seed)
         print(f"wrote {summary.employees:,} employees ({summary.dirty:,} dirty) to {args.folder}")
         return 0
-    folders = DataFolders(Path(os.environ.get("GDX_DATA_DIR", "data")))
-    engine = create_warehouse_engine(default_database_url(folders.root))
-    create_schema(engine)
-    print_summary(engine, folders)
+    # The same configuration as the pipeline: GDX_DATA_DIR and GDX_DATABASE_URL, read by the resources.
+    resources = resources_from_environment()
+    print_summary(resources["warehouse"].engine(), resources["data_folder"].folders())
     return 0
 
 
