@@ -15,7 +15,8 @@ def test_every_job_sensor_and_schedule_resolves():
     for job in repository.get_all_jobs():
         assert job.name
     for sensor in repository.sensor_defs:
-        assert sensor.job_name is None or repository.has_job(sensor.job_name)
+        # An automation sensor targets assets, not a job.
+        assert not sensor.has_jobs or repository.has_job(sensor.job_name)
     for schedule in repository.schedule_defs:
         assert repository.has_job(schedule.job_name)
     assert {s.name for s in repository.sensor_defs} >= {"landing_files_sensor"}

@@ -73,7 +73,7 @@ class StagedUpsert:
             conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
         if self.direct:
             self.stage = target
-            self._drop_secondary_structures(primary_key=True)
+            drop_secondary_structures(conn, data_tables[spec.name], primary_key=True)
         elif self.postgres:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{self.stage}")
             conn.exec_driver_sql(f"CREATE TEMP TABLE {self.stage} (LIKE {target}) ON COMMIT DROP")
@@ -115,7 +115,7 @@ class StagedUpsert:
 
     def apply(self) -> LoadCounts:
         if self.direct:
-            self._create_secondary_structures(primary_key=True)
+            create_secondary_structures(self.conn, data_tables[self.spec.name], primary_key=True)
             self.conn.exec_driver_sql(f"ANALYZE {self.stage}")
             return LoadCounts(inserted=self.staged)
         if self.staged == 0:
@@ -139,35 +139,16 @@ class StagedUpsert:
         target = _quote(self.conn, self.spec.name)
         bulk = self.staged >= BULK_THRESHOLD
         if bulk:
-            self._drop_secondary_structures()
+            drop_secondary_structures(self.conn, data_tables[self.spec.name])
         inserted, updated = self.conn.exec_driver_sql(
             f"WITH upserted AS (INSERT INTO {target} AS target ({self._columns_sql}) "
             f"SELECT {self._columns_sql} FROM {self.stage} {self._update_clause()} RETURNING (xmax = 0) AS inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
         ).one()
         if bulk:
-            self._create_secondary_structures()
+            create_secondary_structures(self.conn, data_tables[self.spec.name])
             self.conn.exec_driver_sql(f"ANALYZE {target}")
         return LoadCounts(inserted=inserted, updated=updated, unchanged=self.staged - inserted - updated)
-
-    def _drop_secondary_structures(self, primary_key: bool = False) -> None:
-        """Foreign keys and secondary indexes (and the key), as the dictionary-derived DDL defines them."""
-        table = data_tables[self.spec.name]
-        for constraint in table.foreign_key_constraints:
-            self.conn.execute(sa.schema.DropConstraint(constraint, if_exists=True))
-        for index in table.indexes:
-            self.conn.execute(sa.schema.DropIndex(index, if_exists=True))
-        if primary_key:
-            self.conn.execute(sa.schema.DropConstraint(table.primary_key))
-
-    def _create_secondary_structures(self, primary_key: bool = False) -> None:
-        table = data_tables[self.spec.name]
-        if primary_key:
-            self.conn.execute(sa.schema.AddConstraint(table.primary_key))
-        for index in table.indexes:
-            self.conn.execute(sa.schema.CreateIndex(index))
-        for constraint in table.foreign_key_constraints:
-            self.conn.execute(sa.schema.AddConstraint(constraint))
 
     def _apply_sqlite(self) -> LoadCounts:
         target = _quote(self.conn, self.spec.name)
@@ -182,6 +163,31 @@ class StagedUpsert:
         )
         self.conn.exec_driver_sql(f"DROP TABLE temp.{self.stage}")
         return LoadCounts(inserted=self.staged - existing, updated=changed, unchanged=existing - changed)
+
+
+def drop_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
+    """Drop a table's foreign keys and secondary indexes (and its key) before a bulk write.
+
+    Names come from the dictionary-derived DDL. `isolate_from_table=False`: SQLAlchemy's
+    default would detach the constraint from the shared MetaData, and every later CREATE TABLE
+    in this process would silently leave it out.
+    """
+    for constraint in table.foreign_key_constraints:
+        conn.execute(sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False))
+    for index in table.indexes:
+        conn.execute(sa.schema.DropIndex(index, if_exists=True))
+    if primary_key:
+        conn.execute(sa.schema.DropConstraint(table.primary_key, isolate_from_table=False))
+
+
+def create_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
+    """Rebuild what `drop_secondary_structures` dropped: one sorted build and one set-wise check each."""
+    if primary_key:
+        conn.execute(sa.schema.AddConstraint(table.primary_key, isolate_from_table=False))
+    for index in table.indexes:
+        conn.execute(sa.schema.CreateIndex(index))
+    for constraint in table.foreign_key_constraints:
+        conn.execute(sa.schema.AddConstraint(constraint, isolate_from_table=False))
 
 
 def _is_referenced(spec: TableSpec) -> bool:
