@@ -23,13 +23,13 @@ import time
 import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, normalize_database_url  # noqa: E402
+from benchmarks.scratch_databases import drop_database, fresh_database  # noqa: E402
+from gdx_pipeline.core.warehouse import normalize_database_url  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -44,26 +44,6 @@ def run_child(code: str, *args: str) -> tuple[float, int]:
     if status != 0:
         raise RuntimeError(f"child failed with status {status}")
     return seconds, usage.ru_maxrss * 1024
-
-
-def fresh_database(server_url: str) -> str:
-    name = f"gdx_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    engine = create_warehouse_engine(url)
-    create_schema(engine)
-    engine.dispose()
-    return url
-
-
-def drop_database(server_url: str, url: str) -> None:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {make_url(url).database} WITH (FORCE)")
-    admin.dispose()
 
 
 PIPELINE = """

@@ -1,0 +1,1 @@
+"""Avro backups of every table (assets, nightly schedule, retention) and the restore jobs."""

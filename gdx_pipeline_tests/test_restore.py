@@ -1,0 +1,300 @@
+"""Restores on SQLite and PostgreSQL: latest and named backups, whole snapshots, and every
+refusal (corrupt, truncated, foreign or wrong-schema files, bad rows, bad names, orphans),
+each of which must leave every table exactly as it was."""
+
+import json
+import shutil
+from datetime import UTC, datetime
+
+import fastavro
+import pytest
+import sqlalchemy as sa
+
+from gdx_pipeline.core.avro_schema import BACKUP_TABLES, schema_fingerprint
+from gdx_pipeline.core.backups import (
+    MANIFEST_FORMAT,
+    BackupNotFoundError,
+    InvalidBackupNameError,
+    RestoreRefusedError,
+    backup_table,
+    backup_tables,
+    list_backups,
+    manifest_path,
+    restore_snapshot,
+    restore_table,
+)
+from gdx_pipeline.core.csv_source import file_sha256
+from gdx_pipeline.core.ingestion import ingest_landing
+from gdx_pipeline.core.warehouse import data_tables, rejected_rows
+from gdx_pipeline_tests.conftest import GLOBANT_DATA, table_count
+from gdx_pipeline_tests.test_backups import all_tables, ledger_balances, loaded, table_rows  # noqa: F401 - `loaded` is a fixture
+
+STAMP = "20200101T000000.000000Z"
+
+
+def _employees_of_department(engine: sa.Engine, department: int) -> int:
+    table = data_tables["hired_employees"]
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.department_id == department)).scalar_one()
+
+
+def test_restore_latest_and_a_named_backup(loaded):
+    engine, folders = loaded
+    first = backup_table(engine, folders, "hired_employees")
+    at_first = table_rows(engine, "hired_employees")
+    employees = data_tables["hired_employees"]
+    with engine.begin() as conn:
+        conn.execute(employees.delete().where(employees.c.id <= 100))
+        conn.execute(employees.update().where(employees.c.id > 1000).values(job_id=7))
+    second = backup_table(engine, folders, "hired_employees")
+    at_second = table_rows(engine, "hired_employees")
+    assert at_second != at_first
+
+    accounted = ledger_balances(engine)["hired_employees"][1]
+    assert accounted != len(at_second), "the deletes above bypassed the ledger"
+    result = restore_table(engine, folders, "hired_employees", first.file)
+    assert (result.backup, result.rows_restored, result.rows_replaced) == (first.file, len(at_first), len(at_second))
+    assert table_rows(engine, "hired_employees") == at_first
+
+    result = restore_table(engine, folders, "hired_employees", "latest")
+    assert result.backup == second.file
+    assert table_rows(engine, "hired_employees") == at_second
+    # Each restore nets out what the ledger accounted for, so counts_match_ledger holds again.
+    assert all(rows == ledger for rows, ledger in ledger_balances(engine).values())
+    with engine.connect() as conn:
+        sources = conn.execute(sa.text("SELECT source, sha256, rows_inserted, rows_deleted FROM ingestion_ledger WHERE source LIKE 'restore:%' ORDER BY id")).all()
+    assert [tuple(s) for s in sources] == [
+        (f"restore:{first.file}", None, len(at_first), accounted),
+        (f"restore:{second.file}", None, len(at_second), len(at_first)),
+    ]
+
+
+def test_restoring_the_reject_log_keeps_new_rejects_numbered_after_it(loaded):
+    engine, folders = loaded
+    before = table_rows(engine, "rejected_rows")
+    backup_table(engine, folders, "rejected_rows")
+    with engine.begin() as conn:
+        conn.execute(rejected_rows.delete())
+    restore_table(engine, folders, "rejected_rows")
+    assert table_rows(engine, "rejected_rows") == before
+    # New rejected rows still get fresh ids (PostgreSQL's sequence was moved past the restored ones).
+    (folders.landing / "hired_employees_more.csv").write_text("5000,Bad Row,not a date,1,1\n", encoding="utf-8")
+    ingest_landing(engine, folders, run_id="after-restore")
+    assert table_count(engine, "rejected_rows") == len(before) + 1
+
+
+def test_restore_snapshot_restores_related_tables_together(loaded):
+    engine, folders = loaded
+    before = all_tables(engine)
+    backup_tables(engine, folders)
+    employees, departments = data_tables["hired_employees"], data_tables["departments"]
+    with engine.begin() as conn:
+        conn.execute(employees.delete().where(employees.c.department_id == 12))
+        conn.execute(departments.delete().where(departments.c.id == 12))
+        conn.execute(departments.insert().values(id=13, department="New"))
+        conn.execute(employees.insert().values(id=777777, name="New Hire", datetime=datetime(2022, 1, 1, tzinfo=UTC), department_id=13, job_id=1))
+    results = restore_snapshot(engine, folders, "latest")
+    assert [r.table for r in results] == list(BACKUP_TABLES)
+    assert len({r.snapshot_id for r in results}) == 1
+    assert all_tables(engine) == before
+    assert all(rows == ledger for rows, ledger in ledger_balances(engine).values())
+
+
+# --- refusals: each leaves every table exactly as it was -------------------------------------
+
+
+@pytest.fixture
+def backed_up(loaded):
+    """The real data, backed up once; returns (engine, folders, the tables' rows, results by table)."""
+    engine, folders = loaded
+    results = {r.table: r for r in backup_tables(engine, folders)}
+    return engine, folders, all_tables(engine), results
+
+
+def _assert_refused(engine, folders, before, table, backup, error, match):
+    with pytest.raises(error, match=match) as raised:
+        restore_table(engine, folders, table, backup)
+    assert all_tables(engine) == before, "a refused restore changed the database"
+    assert not list(folders.backups.glob(".restore-*")), "the restore spool was not cleaned up"
+    return raised.value
+
+
+def test_corrupt_byte_is_refused(backed_up):
+    engine, folders, before, results = backed_up
+    path = results["hired_employees"].path
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    _assert_refused(engine, folders, before, "hired_employees", "latest", RestoreRefusedError, "does not match the manifest's .*corrupt")
+
+
+def test_corrupt_block_is_refused_even_when_the_manifest_agrees(backed_up):
+    """The Avro layer catches damage by itself: a flipped byte inside the compressed data."""
+    engine, folders, before, results = backed_up
+    path = results["hired_employees"].path
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _rewrite_manifest(path)
+    _assert_refused(engine, folders, before, "hired_employees", "latest", RestoreRefusedError, "cannot be read|break the data dictionary|does not fit")
+
+
+def test_truncated_file_is_refused(backed_up):
+    engine, folders, before, results = backed_up
+    path = results["hired_employees"].path
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _assert_refused(engine, folders, before, "hired_employees", "latest", RestoreRefusedError, "truncated")
+    _rewrite_manifest(path, rows=results["hired_employees"].rows)  # a manifest that agrees on bytes and sha256
+    _assert_refused(engine, folders, before, "hired_employees", "latest", RestoreRefusedError, "cannot be read after row")
+
+
+def _rewrite_manifest(path, **changes):
+    """Make the manifest agree with the file as it is now (what a careless copy might produce)."""
+    sidecar = manifest_path(path)
+    manifest = json.loads(sidecar.read_text())
+    manifest |= {"sha256": file_sha256(path), "bytes": path.stat().st_size} | changes
+    sidecar.write_text(json.dumps(manifest))
+
+
+def _forge_backup(folders, table: str, schema: dict, records: list[dict], raw: bytes | None = None) -> str:
+    """A file that looks like one of ours from the outside: right name, a manifest that agrees."""
+    name = f"{table}__{STAMP}.avro"
+    path = folders.backups / table / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if raw is None:
+        with path.open("wb") as handle:
+            fastavro.writer(handle, schema, records)
+    else:
+        path.write_bytes(raw)
+    manifest = {
+        "format": MANIFEST_FORMAT, "table": table, "file": name, "rows": len(records), "bytes": path.stat().st_size,
+        "sha256": file_sha256(path), "schema_fingerprint": schema_fingerprint(schema), "snapshot_id": STAMP,
+        "created": "2020-01-01T00:00:00+00:00", "codec": "null",
+    }
+    manifest_path(path).write_text(json.dumps(manifest))
+    return name
+
+
+def test_wrong_schema_is_refused(backed_up):
+    engine, folders, before, _ = backed_up
+    schema = json.loads(json.dumps(BACKUP_TABLES["hired_employees"].avro_schema))
+    schema["fields"][2]["type"] = "string"  # hire time as text
+    records = [{"id": 1, "name": "A", "datetime": "2021-01-01T00:00:00Z", "department_id": 1, "job_id": 1}]
+    name = _forge_backup(folders, "hired_employees", schema, records)
+    error = _assert_refused(engine, folders, before, "hired_employees", name, RestoreRefusedError, "does not match the data dictionary.*column datetime is \"string\"")
+    assert error.details["schema_differences"]
+
+
+def test_foreign_file_is_refused(backed_up):
+    engine, folders, before, _ = backed_up
+    raw = (GLOBANT_DATA / "hired_employees.csv").read_bytes()
+    name = _forge_backup(folders, "hired_employees", BACKUP_TABLES["hired_employees"].avro_schema, [], raw=raw)
+    _assert_refused(engine, folders, before, "hired_employees", name, RestoreRefusedError, "not a readable Avro file")
+
+
+def test_another_tables_file_under_this_name_is_refused(backed_up):
+    engine, folders, before, results = backed_up
+    target = folders.backups / "hired_employees" / f"hired_employees__{STAMP}.avro"
+    shutil.copy(results["jobs"].path, target)
+    _rewrite_manifest_for(target, "hired_employees")
+    _assert_refused(engine, folders, before, "hired_employees", target.name, RestoreRefusedError, "record is named 'jobs'")
+
+
+def _rewrite_manifest_for(path, table):
+    _forge_manifest = {
+        "format": MANIFEST_FORMAT, "table": table, "file": path.name, "rows": 0, "bytes": path.stat().st_size, "sha256": file_sha256(path),
+        "schema_fingerprint": schema_fingerprint(BACKUP_TABLES[table].avro_schema), "snapshot_id": STAMP,
+        "created": "2020-01-01T00:00:00+00:00", "codec": "deflate",
+    }
+    manifest_path(path).write_text(json.dumps(_forge_manifest))
+
+
+def test_rows_that_break_the_dictionary_are_refused(backed_up):
+    engine, folders, before, _ = backed_up
+    good = {"id": 1, "name": "Fine", "datetime": datetime(2021, 1, 1, tzinfo=UTC), "department_id": 1, "job_id": 1}
+    records = [
+        good,
+        good | {"id": 2, "department_id": 0},  # ids start at 1
+        good | {"id": 3, "name": "x" * 300},  # names are at most 255 characters
+        good | {"id": 4, "datetime": datetime(1850, 1, 1, tzinfo=UTC)},  # before any plausible hire
+        good,  # a duplicate id
+    ]
+    name = _forge_backup(folders, "hired_employees", BACKUP_TABLES["hired_employees"].avro_schema, records)
+    error = _assert_refused(engine, folders, before, "hired_employees", name, RestoreRefusedError, "4 row\\(s\\) break the data dictionary")
+    rules = error.details["failures_by_rule"]
+    assert set(rules) == {"department_id: greater_than_or_equal_to(1)", "name: str_length(1, 255)", "datetime: greater_than_or_equal_to(1900-01-01 00:00:00+00:00)", "id: duplicate"}
+
+
+@pytest.mark.parametrize(
+    "backup, error, match",
+    [
+        ("hired_employees__20991231T000000.000000Z.avro", BackupNotFoundError, "no backup named"),
+        ("../departments/departments__20991231T000000.000000Z.avro", InvalidBackupNameError, "not a plain backup file name"),
+        ("/etc/passwd", InvalidBackupNameError, "not a plain backup file name"),
+        ("..", InvalidBackupNameError, "not a plain backup file name"),
+        ("hired_employees.csv", InvalidBackupNameError, "not a backup file name"),
+        ("jobs__20991231T000000.000000Z.avro", InvalidBackupNameError, "is a backup of jobs, not of hired_employees"),
+        ("", InvalidBackupNameError, "not a plain backup file name"),
+    ],
+)
+def test_bad_backup_names_are_refused(backed_up, backup, error, match):
+    engine, folders, before, _ = backed_up
+    _assert_refused(engine, folders, before, "hired_employees", backup, error, match)
+
+
+def test_a_file_without_manifest_is_not_a_backup(backed_up):
+    engine, folders, before, results = backed_up
+    manifest_path(results["jobs"].path).unlink()
+    _assert_refused(engine, folders, before, "jobs", results["jobs"].file, BackupNotFoundError, "has no valid manifest")
+    assert list_backups(folders, "jobs") == []
+
+
+def test_unknown_table_is_refused(backed_up):
+    engine, folders, before, _ = backed_up
+    _assert_refused(engine, folders, before, "employees", "latest", BackupNotFoundError, "unknown table 'employees'")
+
+
+def test_restoring_departments_that_would_orphan_employees_is_refused(backed_up):
+    engine, folders, _, _ = backed_up
+    with engine.begin() as conn:
+        conn.execute(data_tables["departments"].insert().values(id=13, department="Added after the backup"))
+        conn.execute(
+            data_tables["hired_employees"].insert(),
+            [{"id": 800000 + i, "name": "Hire", "datetime": datetime(2022, 1, 1, tzinfo=UTC), "department_id": 13, "job_id": 1} for i in range(3)],
+        )
+    before = all_tables(engine)
+    error = _assert_refused(engine, folders, before, "departments", "latest", RestoreRefusedError, "3 row\\(s\\) of hired_employees via hired_employees.department_id -> departments.id")
+    assert error.details["orphan_count"] == 3
+
+
+def test_restoring_employees_whose_departments_are_gone_is_refused(backed_up):
+    engine, folders, _, _ = backed_up
+    lost = _employees_of_department(engine, 12)
+    assert lost > 0
+    employees, departments = data_tables["hired_employees"], data_tables["departments"]
+    with engine.begin() as conn:
+        conn.execute(employees.delete().where(employees.c.department_id == 12))
+        conn.execute(departments.delete().where(departments.c.id == 12))
+    before = all_tables(engine)
+    error = _assert_refused(engine, folders, before, "hired_employees", "latest", RestoreRefusedError, f"{lost:,} row\\(s\\) of hired_employees via hired_employees.department_id -> departments.id")
+    assert error.details["orphans"] == {"hired_employees.department_id -> departments.id": lost}
+
+
+def test_restoring_departments_alone_keeps_referenced_rows(backed_up):
+    """Departments restored alone are merged: renamed ones come back, none referenced is ever deleted."""
+    engine, folders, before, _ = backed_up
+    with engine.begin() as conn:
+        conn.execute(data_tables["departments"].update().values(department="renamed"))
+        conn.execute(data_tables["departments"].insert().values(id=14, department="Unreferenced, added later"))
+    restore_table(engine, folders, "departments", "latest")
+    assert all_tables(engine) == before
+    assert all(rows == ledger for rows, ledger in ledger_balances(engine).values())
+
+
+def test_no_snapshot_yet(loaded):
+    engine, folders = loaded
+    backup_table(engine, folders, "jobs")  # a partial snapshot is not `latest`
+    with pytest.raises(BackupNotFoundError, match="no snapshot that covers every table"):
+        restore_snapshot(engine, folders, "latest")
+    with pytest.raises(BackupNotFoundError, match="no snapshot 'nope'"):
+        restore_snapshot(engine, folders, "nope")
