@@ -1,0 +1,184 @@
+"""Metrics benchmark: both hiring metrics at 10 M employees, on SQLite and PostgreSQL, by index set.
+
+    .venv/bin/python benchmarks/bench_metrics.py                      # 10 M employees, both engines
+    .venv/bin/python benchmarks/bench_metrics.py --employees 1000000 --engines sqlite
+
+Generates Globant-format files (3 % dirty, hires spread over 2020-2022) once, loads them with
+the pipeline itself (`ingest_landing`: validation, reject log, COPY on PostgreSQL), then times
+`quarterly_hires` and `departments_above_mean` for 2021 (a third of the rows) and for a year
+without hires, with two index sets on `hired_employees`, side by side in one run:
+
+  none       only the primary key: every query scans the table
+  shipped    what the warehouse DDL creates: one index each on `datetime`, `department_id`, `job_id`
+
+Each timing is the best of `--repeat` runs. Results go to stdout and benchmarks/results/metrics.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gdx_pipeline.core.folders import DataFolders  # noqa: E402
+from gdx_pipeline.core.ingestion import ingest_landing  # noqa: E402
+from gdx_pipeline.core.metrics import departments_above_mean, quarterly_hires, years_with_hires  # noqa: E402
+from gdx_pipeline.core.sample_data import generate_globant_files  # noqa: E402
+from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, is_postgres, normalize_database_url  # noqa: E402
+
+WORK = ROOT / "benchmarks" / ".work"
+RESULTS = ROOT / "benchmarks" / "results"
+YEAR = 2021
+EMPTY_YEAR = 1999
+VARIANTS = ("none", "shipped")
+
+
+def sample_files(employees: int) -> Path:
+    folder = WORK / f"metrics_globant_{employees}"
+    if not (folder / "hired_employees.csv").exists():
+        started = time.perf_counter()
+        generate_globant_files(folder, employees, dirty_share=0.03, year_range=(2020, 2022))
+        print(f"generated {employees:,} employees in {time.perf_counter() - started:.1f} s", flush=True)
+    return folder
+
+
+def load(engine: sa.Engine, files: Path) -> float:
+    """Load the files through the pipeline (hard links into a throwaway landing folder)."""
+    data = WORK / f"metrics_run_{uuid.uuid4().hex[:8]}"
+    folders = DataFolders(data).ensure()
+    for name in ("departments.csv", "jobs.csv", "hired_employees.csv"):
+        os.link(files / name, folders.landing / name)
+    started = time.perf_counter()
+    outcomes = ingest_landing(engine, folders, run_id="bench-metrics")
+    seconds = time.perf_counter() - started
+    assert [o.status for o in outcomes] == ["applied"] * 3, outcomes
+    shutil.rmtree(data)
+    return seconds
+
+
+def set_indexes(engine: sa.Engine, variant: str) -> None:
+    indexes = data_tables["hired_employees"].indexes
+    wanted = list(indexes) if variant == "shipped" else []
+    with engine.begin() as conn:
+        for index in indexes:
+            conn.execute(sa.schema.DropIndex(index, if_exists=True))
+        for index in wanted:
+            conn.execute(sa.schema.CreateIndex(index))
+    # Steady state: statistics current and (PostgreSQL) the visibility map set, as autovacuum leaves it.
+    if is_postgres(engine):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE hired_employees")
+    else:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+
+
+def best_of(repeat: int, work: Callable[[], object]) -> float:
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def bench_engine(name: str, engine: sa.Engine, files: Path, employees: int, repeat: int) -> list[str]:
+    seconds = load(engine, files)
+    print(f"{name}: loaded {employees:,} employees through the pipeline in {seconds:.1f} s", flush=True)
+    expected_q = quarterly_hires(engine, YEAR)
+    expected_a = departments_above_mean(engine, YEAR)
+    lines = [f"| {name} | {employees:,} | load through the pipeline (shipped indexes) | shipped | {seconds:.1f} | |"]
+    baseline: dict[str, float] = {}
+    for variant in VARIANTS:
+        set_indexes(engine, variant)
+        timings = {
+            f"quarterly_hires {YEAR}": best_of(repeat, lambda: quarterly_hires(engine, YEAR)),
+            f"departments_above_mean {YEAR}": best_of(repeat, lambda: departments_above_mean(engine, YEAR)),
+            f"quarterly_hires {EMPTY_YEAR} (no hires)": best_of(repeat, lambda: quarterly_hires(engine, EMPTY_YEAR)),
+            "years_with_hires": best_of(repeat, lambda: years_with_hires(engine)),
+        }
+        # Same answers whatever the indexes.
+        assert quarterly_hires(engine, YEAR).equals(expected_q)
+        assert departments_above_mean(engine, YEAR)[0].equals(expected_a[0])
+        for query, value in timings.items():
+            baseline.setdefault(query, value)
+            lines.append(f"| {name} | {employees:,} | {query} | {variant} | {value:.3f} | {baseline[query] / value:.1f}x |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def fresh_postgres_database(server_url: str) -> str:
+    name = f"gdx_metrics_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(server_url: str, url: str) -> None:
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {make_url(url).database} WITH (FORCE)")
+    admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--employees", type=int, default=10_000_000)
+    parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--server-url", default=os.environ.get("GDX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    files = sample_files(args.employees)
+    lines = [
+        f"Both metrics at {args.employees:,} employees (hires over 2020-2022), best of {args.repeat}; "
+        "speed-up is against the same query with no secondary index.",
+        "",
+        "| engine | employees | query | indexes | seconds | speed-up |",
+        "|---|---:|---|---|---:|---:|",
+    ]
+    for name in args.engines.split(","):
+        if name == "sqlite":
+            path = WORK / f"metrics_bench_{uuid.uuid4().hex[:8]}.sqlite"
+            engine = create_warehouse_engine(f"sqlite:///{path}")
+            create_schema(engine)
+            try:
+                lines += bench_engine("SQLite", engine, files, args.employees, args.repeat)
+            finally:
+                engine.dispose()
+                for leftover in WORK.glob(f"{path.name}*"):
+                    leftover.unlink()
+        elif name == "postgres":
+            server = normalize_database_url(args.server_url)
+            url = fresh_postgres_database(server)
+            engine = create_warehouse_engine(url)
+            create_schema(engine)
+            try:
+                lines += bench_engine("PostgreSQL", engine, files, args.employees, args.repeat)
+            finally:
+                engine.dispose()
+                drop_postgres_database(server, url)
+        else:
+            parser.error(f"unknown engine {name!r}: expected sqlite and/or postgres")
+    print("\n".join(lines))
+    (RESULTS / "metrics.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
