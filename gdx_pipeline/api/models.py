@@ -1,0 +1,184 @@
+"""Request and response bodies, derived from the data dictionary, never listed by hand.
+
+Incoming rows are deliberately loose: the schema documents what a valid value is, but any JSON
+value gets through to `core`, so a bad row is rejected on its own with reasons (and kept in
+the reject log) instead of failing the whole request with a blanket 422. Outgoing rows are
+typed exactly, from the same dictionary columns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+
+from gdx_pipeline.dictionary import TABLES, TableSpec
+from gdx_pipeline.api.settings import MAX_ROWS_PER_REQUEST
+
+TableName = Literal[tuple(TABLES)]  # type: ignore[valid-type]
+
+_EXAMPLE_VALUES = {"integer": 1, "text": "Example", "timestamp": "2021-07-27T16:02:08Z"}
+_PYTHON_TYPES = {"integer": int, "text": str, "timestamp": datetime}
+
+
+def class_name(spec: TableSpec, suffix: str) -> str:
+    return "".join(part.capitalize() for part in spec.name.split("_")) + suffix
+
+
+def _plain(value: object) -> object:
+    return value.isoformat().replace("+00:00", "Z") if isinstance(value, pd.Timestamp) else value
+
+
+def column_json_schema(spec: TableSpec, column: str) -> dict[str, object]:
+    """JSON Schema for one column's valid values, read off its Pandera checks."""
+    kind = spec.column_kind(column)
+    schema: dict[str, object] = {"type": "integer"} if kind == "integer" else {"type": "string"}
+    if kind == "timestamp":
+        schema["format"] = "date-time"
+    bounds = []
+    for check in spec.schema.columns[column].checks:
+        stats = check.statistics or {}
+        if check.name == "greater_than_or_equal_to":
+            bounds.append(f">= {_plain(stats['min_value'])}")
+            if kind == "integer":
+                schema["minimum"] = stats["min_value"]
+        elif check.name == "less_than_or_equal_to":
+            bounds.append(f"<= {_plain(stats['max_value'])}")
+            if kind == "integer":
+                schema["maximum"] = stats["max_value"]
+        elif check.name == "str_length":
+            schema["minLength"], schema["maxLength"] = stats["min_value"], stats["max_value"]
+    description = spec.schema.columns[column].description or column
+    references = (spec.schema.columns[column].metadata or {}).get("references")
+    if references:
+        description += f" Must exist in {references}."
+    if kind == "timestamp" and bounds:
+        description += f" Between {bounds[0][3:]} and {bounds[1][3:]}."
+    schema["description"] = description
+    schema["examples"] = [_EXAMPLE_VALUES[kind]]
+    return schema
+
+
+def row_in_model(spec: TableSpec) -> type:
+    """One incoming row: documented strictly, accepted loosely (core judges each value).
+
+    A TypedDict rather than a model: it validates to a plain dict, ~20x faster for 1,000 rows.
+    """
+    description = (
+        f"One row for `{spec.name}`: {spec.description} A row with a missing, unknown or invalid "
+        "field is rejected on its own and reported with its reasons."
+    )
+
+    def document(schema: dict[str, Any]) -> None:
+        schema["required"] = list(spec.columns)
+        schema["description"] = description
+
+    fields = {column: NotRequired[Annotated[Any, WithJsonSchema(column_json_schema(spec, column))]] for column in spec.columns}
+    row = TypedDict(class_name(spec, "RowIn"), fields)  # type: ignore[misc]
+    row.__pydantic_config__ = ConfigDict(extra="allow", json_schema_extra=document)  # type: ignore[attr-defined]
+    return row
+
+
+def rows_in_model(spec: TableSpec) -> type[BaseModel]:
+    row = row_in_model(spec)
+    return create_model(
+        class_name(spec, "RowsIn"),
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"A batch of 1 to {MAX_ROWS_PER_REQUEST:,} rows for `{spec.name}`, applied in one transaction.",
+        rows=(
+            Annotated[list[row], Field(min_length=1, json_schema_extra={"maxItems": MAX_ROWS_PER_REQUEST})],  # type: ignore[valid-type]
+            ...,
+        ),
+    )
+
+
+def row_out_model(spec: TableSpec) -> type[BaseModel]:
+    """One stored row, typed exactly (timestamps in UTC)."""
+    fields = {}
+    for column in spec.columns:
+        schema = column_json_schema(spec, column)
+        limits = {k: schema[k] for k in ("minimum", "maximum") if k in schema}
+        fields[column] = (
+            _PYTHON_TYPES[spec.column_kind(column)],
+            Field(description=str(schema["description"]), ge=limits.get("minimum"), le=limits.get("maximum")),
+        )
+    return create_model(class_name(spec, "Row"), __doc__=spec.description, **fields)
+
+
+def page_model(spec: TableSpec, row: type[BaseModel]) -> type[BaseModel]:
+    return create_model(
+        class_name(spec, "Page"),
+        __doc__=f"Rows of `{spec.name}` in id order; pass `next_after_id` as `after_id` for the next page.",
+        rows=(list[row], ...),  # type: ignore[valid-type]
+        next_after_id=(int | None, Field(description="The last id on this page; null when this is the last page.")),
+    )
+
+
+class TableModels:
+    """The API models of one table."""
+
+    def __init__(self, spec: TableSpec):
+        self.spec = spec
+        self.rows_in = rows_in_model(spec)
+        self.row_out = row_out_model(spec)
+        self.page = page_model(spec, self.row_out)
+
+
+TABLE_MODELS: dict[str, TableModels] = {name: TableModels(spec) for name, spec in TABLES.items()}
+
+
+class RejectedInBatch(BaseModel):
+    index: int = Field(
+        ge=0,
+        description="0-based position of the row in the request: its index in `rows` for JSON; for CSV the 0-based line "
+        "where the record starts (its position, unless a quoted value spans lines).",
+    )
+    reasons: list[str] = Field(description="One reason per broken rule, `<column>: <problem> (got <value>)`.")
+
+
+class BatchResult(BaseModel):
+    """What one batch did. It committed as a whole: valid rows upserted, the rest in the reject log."""
+
+    request_id: str = Field(description="Stored with each rejected row in the reject log; from `X-Request-ID` if sent.")
+    rows_received: int
+    inserted: int
+    updated: int
+    unchanged: int = Field(description="Rows identical to what was already stored.")
+    rejected: list[RejectedInBatch]
+
+
+class RejectedRowRecord(BaseModel):
+    """One entry of the reject log."""
+
+    id: int
+    table: str
+    source: str = Field(description="File name, or 'api'.")
+    line_number: int | None = Field(description="1-based line in the file, or 1-based row position in an API batch.")
+    raw_line: str = Field(description="The row exactly as it arrived (JSON for API rows).")
+    reasons: list[str]
+    run_id: str | None
+    request_id: str | None
+    rejected_at: datetime
+
+
+class RejectedRowsPage(BaseModel):
+    rows: list[RejectedRowRecord]
+    next_after_id: int | None = Field(description="Pass as `after_id` for the next page; null when this is the last page.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a short machine-readable code and a message for a person."""
+
+    error: str = Field(examples=["not_found"])
+    message: str = Field(examples=["unknown table 'employees': expected one of departments, jobs, hired_employees"])
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str = Field(description="'reachable', or why not.")
+    dialect: str
+    version: str

@@ -1,0 +1,85 @@
+"""`gdx-api`: refuses to listen beyond loopback without a token, and serves when started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gdx_pipeline.api.server import is_loopback, main, refusal_to_bind
+from gdx_pipeline.api.settings import MAX_BODY_BYTES_ENV, TOKEN_ENV
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback(host)
+    assert refusal_to_bind(host, token=None) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "192.168.0.1"])
+def test_other_hosts_need_a_token(host: str) -> None:
+    assert not is_loopback(host)
+    refusal = refusal_to_bind(host, token=None)
+    assert refusal is not None and TOKEN_ENV in refusal and host in refusal
+    assert refusal_to_bind(host, token="secret") is None
+
+
+def test_the_command_refuses_to_bind_without_a_token(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert main(["--host", "0.0.0.0"]) == 2
+    message = capsys.readouterr().err
+    assert "refusing to listen on 0.0.0.0" in message and TOKEN_ENV in message and "Traceback" not in message
+
+
+def test_the_command_refuses_a_bad_body_limit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv(MAX_BODY_BYTES_ENV, "lots")
+    assert main(["--port", "1"]) == 2
+    assert MAX_BODY_BYTES_ENV in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "GDX_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    env.pop("GDX_DATABASE_URL", None)
+    env.pop(TOKEN_ENV, None)
+    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gdx_pipeline.api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        health = None
+        for _ in range(300):  # bounded: up to ~60 s for a cold start on a busy machine
+            if server.poll() is not None:
+                break
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health is not None and health.status_code == 200, server.stdout.read().decode() if server.poll() is not None else "no answer"
+        assert health.json()["dialect"] == "sqlite"
+        assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=5).status_code == 200
+        posted = httpx.post(f"http://127.0.0.1:{port}/tables/jobs/rows", json={"rows": [{"id": 1, "job": "Analyst"}]}, timeout=30)
+        assert posted.json()["inserted"] == 1
+        assert (tmp_path / "data" / "gdx.sqlite").exists()  # the default warehouse: a SQLite file in the data folder
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
