@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -223,14 +223,11 @@ def record_rejects(
     if not rows:
         return
     columns = ["table_name", "source", "source_sha256", "line_number", "raw_line", "reasons", "run_id", "request_id", "rejected_at"]
-    values: Iterable[tuple] = (
-        (spec.name, source, source_sha256, r.line, r.raw, json.dumps(r.reasons, ensure_ascii=False), run_id, request_id, at)
-        for r in rows
-    )
+    values = [(spec.name, source, source_sha256, r.line, r.raw, r.reasons, run_id, request_id, at) for r in rows]
     if is_postgres(conn):
         raw = conn.connection.driver_connection
         with raw.cursor() as cursor, cursor.copy(f"COPY rejected_rows ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in values:
-                copy.write_row(row)
+            for *head, reasons, run, request, when in values:
+                copy.write_row((*head, json.dumps(reasons, ensure_ascii=False), run, request, when))
     else:
-        conn.execute(rejected_rows.insert(), [dict(zip(columns, row)) | {"reasons": json.loads(row[5])} for row in values])
+        conn.execute(rejected_rows.insert(), [dict(zip(columns, row)) for row in values])
