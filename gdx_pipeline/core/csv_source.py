@@ -170,12 +170,11 @@ def _parse_fast(block: _Block, spec: TableSpec) -> RecordBlock | None:
     bad_numbers = np.array(sorted(n for n, _, _ in invalid), dtype=np.int64)
     good_numbers = np.setdiff1d(np.arange(1, total + 1, dtype=np.int64), bad_numbers, assume_unique=True)
     lines = good_numbers + (block.first_line - 1)
-    raw = _raw_lines(block.data)
+    raw_by_line = _LazyRawLines(block.data, block.first_line)
     malformed = [
-        (block.first_line + number - 1, raw[number - 1], _field_count_reason(len(columns), count, raw[number - 1]))
-        for number, _text, count in invalid
+        (line, raw_by_line[line], _field_count_reason(len(columns), count, raw_by_line[line]))
+        for line, count in ((block.first_line + number - 1, count) for number, _text, count in invalid)
     ]
-    raw_by_line = _LazyRawLines(raw, block.first_line)
     return RecordBlock(fields=table, lines=lines, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
 
 
@@ -234,14 +233,18 @@ def _parse_slow(block: _Block, spec: TableSpec) -> RecordBlock:
 
 
 class _LazyRawLines(dict):
-    """Line number -> raw text, backed by the block's list of lines (no copy per row)."""
+    """Line number -> raw text of a block; the block is decoded and split only if a row of it
+    is asked for (a rejected one), not for every block on the hot path."""
 
-    def __init__(self, lines: list[str], first_line: int):
+    def __init__(self, data: bytes, first_line: int):
         super().__init__()
-        self._lines = lines
+        self._data = data
+        self._lines: list[str] | None = None
         self._first = first_line
 
     def __getitem__(self, line: int) -> str:
+        if self._lines is None:
+            self._lines = _raw_lines(self._data)
         return self._lines[line - self._first]
 
 
@@ -256,14 +259,19 @@ def _field_count_reason(expected: int, found: int, raw: str) -> str:
     return f"row: expected {expected} fields, found {found}"
 
 
+def _parse_block(block: _Block, spec: TableSpec) -> RecordBlock:
+    """pyarrow when records and lines agree one to one, Python's csv module otherwise."""
+    try:
+        parsed = _parse_fast(block, spec)
+    except pa.ArrowInvalid:
+        parsed = None
+    return parsed if parsed is not None else _parse_slow(block, spec)
+
+
 def read_record_blocks(path: Path, spec: TableSpec, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[RecordBlock]:
     """Every record of a landing file, block by block; raises UnreadableFileError for the file."""
     for block in _iter_blocks(path, block_bytes):
-        try:
-            parsed = _parse_fast(block, spec)
-        except pa.ArrowInvalid:
-            parsed = None
-        yield parsed if parsed is not None else _parse_slow(block, spec)
+        yield _parse_block(block, spec)
 
 
 def read_text_records(text: str, spec: TableSpec) -> RecordBlock:
@@ -273,9 +281,4 @@ def read_text_records(text: str, spec: TableSpec) -> RecordBlock:
         data = data[len(UTF8_BOM) :]
     if data and not data.endswith(b"\n"):
         data += b"\n"
-    block = _Block(data, 1)
-    try:
-        parsed = _parse_fast(block, spec)
-    except pa.ArrowInvalid:
-        parsed = None
-    return parsed if parsed is not None else _parse_slow(block, spec)
+    return _parse_block(_Block(data, 1), spec)
