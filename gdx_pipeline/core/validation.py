@@ -44,6 +44,7 @@ class ParsedColumn:
     values: pa.Array  # typed; null where the text was blank or could not be parsed
     problem: str | None = None  # why a non-blank value became null
     unparsable: pa.Array | None = None  # boolean mask of those values
+    blank: pa.Array | None = None  # boolean mask of blank or whitespace-only text
 
 
 def _parse_integer(text: pa.Array) -> ParsedColumn:
@@ -86,6 +87,7 @@ def parse_columns(spec: TableSpec, fields: pa.Table) -> tuple[pa.Table, dict[str
     for column in spec.columns:
         text = _blank_to_null(fields.column(column).combine_chunks())
         parsed[column] = _PARSERS[spec.column_kind(column)](text)
+        parsed[column].blank = pc.is_null(text)
     typed = pa.table({column: parsed[column].values for column in spec.columns})
     return typed, parsed
 
@@ -176,10 +178,9 @@ class RowValidator:
                     reason = f"{column}: {_describe_check(str(check))} (got {_plain(value)!r})"
                 reasons.setdefault(row, []).append(reason)
         self._foreign_key_reasons(typed, reasons)
-        blank = None
-        for column in self.spec.columns:
-            empty = pc.equal(pc.utf8_trim_whitespace(fields.column(column)), "")
-            blank = empty if blank is None else pc.and_(blank, empty)
+        blank = parsed[self.spec.columns[0]].blank
+        for column in self.spec.columns[1:]:
+            blank = pc.and_(blank, parsed[column].blank)
         for row in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
             reasons[int(row)] = ["row: blank line"]
         order = {column: i for i, column in enumerate(self.spec.columns)}
