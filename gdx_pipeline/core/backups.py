@@ -54,7 +54,7 @@ from gdx_pipeline.core.avro_writer import AvroFileSpec, WrittenFile, write_avro
 from gdx_pipeline.core.csv_source import file_sha256
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import Logger, lock_table_for_writes, now_utc
-from gdx_pipeline.core.loading import create_secondary_structures, drop_secondary_structures
+from gdx_pipeline.core.loading import create_secondary_structures, drop_secondary_structures, quote_identifier
 from gdx_pipeline.core.validation import SeenIds
 from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres
 from gdx_pipeline.dictionary import TABLES
@@ -289,10 +289,6 @@ def arrow_schema(table: BackupTable) -> pa.Schema:
     return pa.schema([pa.field(c.name, arrow_type(c.kind), nullable=c.nullable) for c in table.columns])
 
 
-def _quote(conn: sa.Connection, name: str) -> str:
-    return conn.dialect.identifier_preparer.quote(name)
-
-
 def lock_order(names: Iterable[str]) -> list[str]:
     """Tables in the one order every backup and restore locks them: referencing tables first.
 
@@ -323,7 +319,7 @@ class SnapshotReader:
             conn = self._stack.enter_context(self.engine.connect().execution_options(isolation_level="REPEATABLE READ"))
             self._stack.enter_context(conn.begin())
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            conn.exec_driver_sql(f"LOCK TABLE {', '.join(_quote(conn, name) for name in lock_order(BACKUP_TABLES))} IN ACCESS SHARE MODE")
+            conn.exec_driver_sql(f"LOCK TABLE {', '.join(quote_identifier(conn, name) for name in lock_order(BACKUP_TABLES))} IN ACCESS SHARE MODE")
             # The snapshot is taken by the first query after the locks; take it now, so all tables share it.
             conn.exec_driver_sql("SELECT 1")
             self._conn = conn
@@ -341,7 +337,7 @@ class SnapshotReader:
 
     def count(self, table: BackupTable) -> int:
         if self.postgres:
-            return self._conn.exec_driver_sql(f"SELECT count(*) FROM {_quote(self._conn, table.name)}").scalar_one()
+            return self._conn.exec_driver_sql(f"SELECT count(*) FROM {quote_identifier(self._conn, table.name)}").scalar_one()
         return self._sqlite.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
 
     def chunks(self, table: BackupTable, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
@@ -355,11 +351,11 @@ class SnapshotReader:
         conn = self._conn
         selected = []
         for column in table.columns:
-            name = _quote(conn, column.name)
+            name = quote_identifier(conn, column.name)
             # Epoch microseconds, exact (extract returns numeric), independent of the session's time zone.
             selected.append(f"(extract(epoch FROM {name}) * 1000000)::bigint" if column.kind == "timestamp" else name)
         query = (
-            f"COPY (SELECT {', '.join(selected)} FROM {_quote(conn, table.name)} ORDER BY {_quote(conn, table.primary_key)}) "
+            f"COPY (SELECT {', '.join(selected)} FROM {quote_identifier(conn, table.name)} ORDER BY {quote_identifier(conn, table.primary_key)}) "
             "TO STDOUT (FORMAT csv)"
         )
         target = arrow_schema(table)
@@ -1002,7 +998,7 @@ def _lock(conn: sa.Connection, by_table: dict[str, VerifiedBackup], replaced: se
         if _is_bulk(conn, by_table[name]):
             exclusive |= {fk.table for fk in by_table[name].table.foreign_keys}
     if exclusive:
-        conn.exec_driver_sql(f"LOCK TABLE {', '.join(_quote(conn, n) for n in lock_order(exclusive))} IN ACCESS EXCLUSIVE MODE")
+        conn.exec_driver_sql(f"LOCK TABLE {', '.join(quote_identifier(conn, n) for n in lock_order(exclusive))} IN ACCESS EXCLUSIVE MODE")
 
 
 def _empty(conn: sa.Connection, names: list[str]) -> None:
@@ -1011,10 +1007,10 @@ def _empty(conn: sa.Connection, names: list[str]) -> None:
     if not names:
         return
     if is_postgres(conn):
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(_quote(conn, n) for n in lock_order(names))}")
+        conn.exec_driver_sql(f"TRUNCATE {', '.join(quote_identifier(conn, n) for n in lock_order(names))}")
         return
     for name in lock_order(names):
-        conn.exec_driver_sql(f"DELETE FROM {_quote(conn, name)}")
+        conn.exec_driver_sql(f"DELETE FROM {quote_identifier(conn, name)}")
 
 
 def _ledger_balance(conn: sa.Connection, name: str) -> int:
@@ -1026,7 +1022,7 @@ def _ledger_balance(conn: sa.Connection, name: str) -> int:
 
 
 def _count(conn: sa.Connection, name: str) -> int:
-    return conn.exec_driver_sql(f"SELECT count(*) FROM {_quote(conn, name)}").scalar_one()
+    return conn.exec_driver_sql(f"SELECT count(*) FROM {quote_identifier(conn, name)}").scalar_one()
 
 
 def _check_foreign_keys(conn: sa.Connection, by_table: dict[str, VerifiedBackup]) -> None:
@@ -1059,12 +1055,12 @@ def _check_foreign_keys(conn: sa.Connection, by_table: dict[str, VerifiedBackup]
 
 
 def _distinct_ids(conn: sa.Connection, table: str, column: str) -> np.ndarray:
-    values = conn.exec_driver_sql(f"SELECT {_quote(conn, column)} FROM {_quote(conn, table)}").scalars().all()
+    values = conn.exec_driver_sql(f"SELECT {quote_identifier(conn, column)} FROM {quote_identifier(conn, table)}").scalars().all()
     return np.unique(np.asarray(values, dtype=np.int64))
 
 
 def _value_counts(conn: sa.Connection, table: str, column: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = conn.exec_driver_sql(f"SELECT {_quote(conn, column)}, count(*) FROM {_quote(conn, table)} GROUP BY {_quote(conn, column)}").all()
+    rows = conn.exec_driver_sql(f"SELECT {quote_identifier(conn, column)}, count(*) FROM {quote_identifier(conn, table)} GROUP BY {quote_identifier(conn, column)}").all()
     if not rows:
         return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
     values, counts = zip(*rows)
@@ -1072,7 +1068,7 @@ def _value_counts(conn: sa.Connection, table: str, column: str) -> tuple[np.ndar
 
 
 def _columns_sql(conn: sa.Connection, table: BackupTable) -> str:
-    return ", ".join(_quote(conn, c) for c in table.column_names)
+    return ", ".join(quote_identifier(conn, c) for c in table.column_names)
 
 
 def _write_rows(conn: sa.Connection, item: VerifiedBackup, target: str) -> None:
@@ -1106,7 +1102,7 @@ def _load(conn: sa.Connection, item: VerifiedBackup) -> None:
     """Into the emptied table. A large PostgreSQL load drops the foreign keys, secondary indexes
     and (if nothing references it) the primary key, and builds them once after the COPY, as
     ingestion's first load does: one sorted index build and one set-wise key check beat per-row upkeep."""
-    target = _quote(conn, item.table.name)
+    target = quote_identifier(conn, item.table.name)
     sql_table = item.table.sql_table
     bulk = _is_bulk(conn, item)
     keep_key = bool(referencing_tables(item.table.name))
@@ -1122,10 +1118,10 @@ def _merge(conn: sa.Connection, item: VerifiedBackup) -> None:
     stage the backup, delete the rows it lacks (checked unreferenced), upsert the rest."""
     postgres = is_postgres(conn)
     table = item.table
-    target = _quote(conn, table.name)
+    target = quote_identifier(conn, table.name)
     stage = f"gdx_restore_{table.name}"
     columns = _columns_sql(conn, table)
-    key = _quote(conn, table.primary_key)
+    key = quote_identifier(conn, table.primary_key)
     if postgres:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{stage}")
         conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP")
@@ -1137,7 +1133,7 @@ def _merge(conn: sa.Connection, item: VerifiedBackup) -> None:
     _write_rows(conn, item, stage_ref)
     conn.exec_driver_sql(f"DELETE FROM {target_ref} WHERE NOT EXISTS (SELECT 1 FROM {stage_ref} AS s WHERE s.{key} = {target_ref}.{key})")
     others = [c for c in table.column_names if c != table.primary_key]
-    assignments = ", ".join(f"{_quote(conn, c)} = excluded.{_quote(conn, c)}" for c in others)
+    assignments = ", ".join(f"{quote_identifier(conn, c)} = excluded.{quote_identifier(conn, c)}" for c in others)
     conflict = f"ON CONFLICT ({key}) DO UPDATE SET {assignments}" if others else f"ON CONFLICT ({key}) DO NOTHING"
     conn.exec_driver_sql(f"INSERT INTO {target_ref} ({columns}) SELECT {columns} FROM {stage_ref} WHERE true {conflict}")
     conn.exec_driver_sql(f"DROP TABLE {stage_ref}")
@@ -1146,13 +1142,13 @@ def _merge(conn: sa.Connection, item: VerifiedBackup) -> None:
 def _after_load(conn: sa.Connection, item: VerifiedBackup) -> None:
     if not is_postgres(conn):
         return
-    target = _quote(conn, item.table.name)
+    target = quote_identifier(conn, item.table.name)
     column = item.table.sql_table.c[item.table.primary_key]
     if column.autoincrement is True:
         # A serial id: new rows must be numbered after the restored ones.
         conn.exec_driver_sql(
             f"SELECT setval(pg_get_serial_sequence('{item.table.name}', '{item.table.primary_key}'), "
-            f"coalesce(max({_quote(conn, item.table.primary_key)}), 0) + 1, false) FROM {target}"
+            f"coalesce(max({quote_identifier(conn, item.table.primary_key)}), 0) + 1, false) FROM {target}"
         )
     if _is_bulk(conn, item):
         conn.exec_driver_sql(f"ANALYZE {target}")

@@ -45,7 +45,8 @@ class LoadCounts:
         return self.inserted + self.updated + self.unchanged
 
 
-def _quote(conn: sa.Connection, name: str) -> str:
+def quote_identifier(conn: sa.Connection, name: str) -> str:
+    """A table or column name from the dictionary, quoted for the connection's dialect."""
     return conn.dialect.identifier_preparer.quote(name)
 
 
@@ -58,8 +59,8 @@ class StagedUpsert:
         self.staged = 0
         self.postgres = is_postgres(conn)
         self.stage = f"gdx_stage_{spec.name}"
-        self._columns_sql = ", ".join(_quote(conn, c) for c in spec.columns)
-        target = _quote(conn, spec.name)
+        self._columns_sql = ", ".join(quote_identifier(conn, c) for c in spec.columns)
+        target = quote_identifier(conn, spec.name)
         # A big first load into an empty, unreferenced table skips staging: COPY straight into a
         # bare table, then build the key, indexes and foreign keys once (what pgloader does).
         # Nothing can conflict: the validator already dropped later duplicates within the file.
@@ -127,16 +128,16 @@ class StagedUpsert:
     def _distinct_condition(self, left: str, right: str) -> str:
         others = [c for c in self.spec.columns if c != self.spec.primary_key]
         operator = "IS DISTINCT FROM" if self.postgres else "IS NOT"
-        return " OR ".join(f"{left}.{_quote(self.conn, c)} {operator} {right}.{_quote(self.conn, c)}" for c in others)
+        return " OR ".join(f"{left}.{quote_identifier(self.conn, c)} {operator} {right}.{quote_identifier(self.conn, c)}" for c in others)
 
     def _update_clause(self) -> str:
         key = self.spec.primary_key
         others = [c for c in self.spec.columns if c != key]
-        assignments = ", ".join(f"{_quote(self.conn, c)} = excluded.{_quote(self.conn, c)}" for c in others)
-        return f"ON CONFLICT ({_quote(self.conn, key)}) DO UPDATE SET {assignments} WHERE {self._distinct_condition('target', 'excluded')}"
+        assignments = ", ".join(f"{quote_identifier(self.conn, c)} = excluded.{quote_identifier(self.conn, c)}" for c in others)
+        return f"ON CONFLICT ({quote_identifier(self.conn, key)}) DO UPDATE SET {assignments} WHERE {self._distinct_condition('target', 'excluded')}"
 
     def _apply_postgres(self) -> LoadCounts:
-        target = _quote(self.conn, self.spec.name)
+        target = quote_identifier(self.conn, self.spec.name)
         bulk = self.staged >= BULK_THRESHOLD
         if bulk:
             drop_secondary_structures(self.conn, data_tables[self.spec.name])
@@ -151,8 +152,8 @@ class StagedUpsert:
         return LoadCounts(inserted=inserted, updated=updated, unchanged=self.staged - inserted - updated)
 
     def _apply_sqlite(self) -> LoadCounts:
-        target = _quote(self.conn, self.spec.name)
-        key = _quote(self.conn, self.spec.primary_key)
+        target = quote_identifier(self.conn, self.spec.name)
+        key = quote_identifier(self.conn, self.spec.primary_key)
         existing, changed = self.conn.exec_driver_sql(
             f"SELECT count(*), coalesce(sum(CASE WHEN {self._distinct_condition('target', 'stage')} THEN 1 ELSE 0 END), 0) "
             f"FROM temp.{self.stage} AS stage JOIN main.{target} AS target ON target.{key} = stage.{key}"
