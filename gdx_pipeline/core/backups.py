@@ -56,7 +56,7 @@ from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import Logger, lock_table_for_writes, now_utc
 from gdx_pipeline.core.loading import create_secondary_structures, drop_secondary_structures, quote_identifier
 from gdx_pipeline.core.validation import SeenIds
-from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres
+from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres, write_transaction
 from gdx_pipeline.dictionary import TABLES
 
 DEFAULT_CODEC = "deflate"
@@ -922,7 +922,7 @@ def _swap_in(engine: sa.Engine, verified: list[VerifiedBackup], *, run_id: str |
     replaced = _replaceable(by_table)
     started_at = now_utc()
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             _lock(conn, by_table, replaced)
             _check_foreign_keys(conn, by_table)
             prior = {name: _count(conn, name) for name in by_table}

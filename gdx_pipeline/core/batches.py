@@ -4,20 +4,28 @@ validation, upsert and reject log as files, in one transaction per batch."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
+import pyarrow as pa
 import sqlalchemy as sa
 
-from gdx_pipeline.core.csv_source import RecordBlock, read_text_records, string_table
+from gdx_pipeline.core.csv_source import RecordBlock, read_text_records
 from gdx_pipeline.core.ingestion import lock_table_for_writes, now_utc
 from gdx_pipeline.core.loading import LoadCounts, StagedUpsert, known_keys, record_rejects
-from gdx_pipeline.core.validation import RejectedRow, RowValidator
-from gdx_pipeline.core.warehouse import ingestion_ledger
+from gdx_pipeline.core.validation import CheckedRows, RejectedRow, RowValidator, check_rows
+from gdx_pipeline.core.warehouse import ingestion_ledger, write_transaction
 from gdx_pipeline.dictionary import TableSpec
 
 API_SOURCE = "api"
+WRITE_ATTEMPTS = 3
+# PostgreSQL: deadlock_detected, serialization_failure, foreign_key_violation.
+RETRYABLE_SQLSTATES = {"40P01", "40001", "23503"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,26 +63,37 @@ def block_from_mappings(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -
     columns = spec.columns
     known = set(columns)
     raw = _RawJson(rows)
-    kept: list[list[str]] = []
+    kept: list[Mapping[str, object]] = []
     lines: list[int] = []
     malformed: list[tuple[int, str, str]] = []
     for position, row in enumerate(rows, start=1):
         if not isinstance(row, Mapping):
             malformed.append((position, raw[position], "row: expected a JSON object"))
-            continue
-        if not known.issuperset(row):
+        elif not known.issuperset(row):
             unknown = sorted(set(row) - known)
             malformed.append((position, raw[position], f"row: unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(columns)}"))
-            continue
-        kept.append([_field_text(row.get(column)) for column in columns])
-        lines.append(position)
+        else:
+            kept.append(row)
+            lines.append(position)
     return RecordBlock(
-        fields=string_table(columns, kept),
+        fields=pa.table({column: _text_column([row.get(column) for row in kept]) for column in columns}),
         lines=np.array(lines, dtype=np.int64),
         malformed=malformed,
         raw_lines=raw,
         rows_read=len(rows),
     )
+
+
+def _text_column(values: list[object]) -> pa.Array:
+    """JSON values as the text a CSV field would hold: a column of only strings or only
+    integers converts in one Arrow call; anything else (mixed, bool, float, nested) value by value."""
+    try:
+        column = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        column = None
+    if column is not None and (pa.types.is_string(column.type) or pa.types.is_int64(column.type)):
+        return column.cast(pa.string()).fill_null("")  # null or missing: a blank field
+    return pa.array([_field_text(value) for value in values], type=pa.string())
 
 
 def block_from_csv_text(spec: TableSpec, text: str) -> RecordBlock:
@@ -91,15 +110,47 @@ def apply_batch(
     run_id: str | None = None,
     source: str = API_SOURCE,
 ) -> BatchOutcome:
-    """Validate, upsert the valid rows and log the rejects: all of it commits, or none."""
+    """Validate, upsert the valid rows and log the rejects: all of it commits, or none.
+
+    The row rules run before the write transaction, so concurrent batches validate side by side
+    and hold the table only for foreign keys and writes. On PostgreSQL a batch that loses a
+    deadlock, or meets a referenced row deleted under it, is tried again from its transaction.
+    """
     started_at = now_utc()
-    with engine.begin() as conn:
-        lock_table_for_writes(conn, spec)
-        checked = RowValidator(spec, known_keys(conn, spec)).validate(block)
+    checked = check_rows(spec, block)
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            return _write_batch(engine, spec, checked, request_id=request_id, run_id=run_id, source=source, started_at=started_at)
+        except sa.exc.DBAPIError as error:
+            if attempt == WRITE_ATTEMPTS or not is_retryable_conflict(error):
+                raise
+            log.warning(f"{spec.name} batch {request_id or run_id}: {type(error.orig).__name__} on attempt {attempt}, trying again")
+    raise AssertionError("unreachable")
+
+
+def is_retryable_conflict(error: sa.exc.DBAPIError) -> bool:
+    """A deadlock, a serialization failure, or a foreign key broken by a concurrent delete."""
+    return getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def _write_batch(
+    engine: sa.Engine,
+    spec: TableSpec,
+    checked: CheckedRows,
+    *,
+    request_id: str | None,
+    run_id: str | None,
+    source: str,
+    started_at: datetime,
+) -> BatchOutcome:
+    block = checked.block
+    with write_transaction(engine) as conn:
+        lock_table_for_writes(conn, spec, shared=True)
+        validated = RowValidator(spec, known_keys(conn, spec)).settle(checked)
         upsert = StagedUpsert(conn, spec)
-        upsert.add(checked.valid)
+        upsert.add(validated.valid)
         counts = upsert.apply()
-        record_rejects(conn, spec, checked.rejected, source=source, source_sha256=None, run_id=run_id, request_id=request_id, at=started_at)
+        record_rejects(conn, spec, validated.rejected, source=source, source_sha256=None, run_id=run_id, request_id=request_id, at=started_at)
         conn.execute(
             ingestion_ledger.insert().values(
                 table_name=spec.name,
@@ -110,10 +161,10 @@ def apply_batch(
                 rows_inserted=counts.inserted,
                 rows_updated=counts.updated,
                 rows_unchanged=counts.unchanged,
-                rows_rejected=len(checked.rejected),
+                rows_rejected=len(validated.rejected),
                 run_id=run_id or request_id,
                 started_at=started_at,
                 finished_at=now_utc(),
             )
         )
-    return BatchOutcome(counts=counts, rejected=checked.rejected, rows_read=block.rows_read)
+    return BatchOutcome(counts=counts, rejected=validated.rejected, rows_read=block.rows_read)

@@ -26,7 +26,7 @@ from gdx_pipeline.core.csv_source import DEFAULT_BLOCK_BYTES, UnreadableFileErro
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.loading import LoadCounts, StagedUpsert, estimated_rows, known_keys, record_rejects
 from gdx_pipeline.core.validation import RejectedRow, RowValidator
-from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres, quarantined_files
+from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres, quarantined_files, write_transaction
 from gdx_pipeline.dictionary import TABLES, TableSpec
 
 
@@ -167,7 +167,7 @@ def _apply_file_in_transaction(
 ) -> None:
     started_at = now_utc()
     clock = time.perf_counter()
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         lock_table_for_writes(conn, spec)
         if _already_applied(conn, outcome.sha256):
             outcome.status = "skipped"
@@ -251,13 +251,17 @@ def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
         worker.join()
 
 
-def lock_table_for_writes(conn: sa.Connection, spec: TableSpec) -> None:
-    """Serialise writers of one table (files, API batches, restores) on PostgreSQL.
+def lock_table_for_writes(conn: sa.Connection, spec: TableSpec, *, shared: bool = False) -> None:
+    """Take a table's writer lock on PostgreSQL, until the transaction ends.
 
-    SQLite needs nothing: every transaction starts with BEGIN IMMEDIATE.
+    Files and restores take it alone: their bulk paths drop and rebuild keys and indexes.
+    API batches take it `shared` with each other: each is one upsert whose row locks
+    PostgreSQL orders by key, so they can run side by side, but never beside a file or a
+    restore. SQLite needs nothing: its writers already take turns (`write_transaction`).
     """
     if is_postgres(conn):
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7420100 + %s)" % list(TABLES).index(spec.name))
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.exec_driver_sql(f"SELECT {function}({7420100 + list(TABLES).index(spec.name)})")
 
 
 def _already_applied(conn: sa.Connection, sha256: str) -> bool:
@@ -322,7 +326,7 @@ def _quarantine(engine: sa.Engine, folders: DataFolders, path: Path, outcome: Fi
     target.with_name(target.name + ".reason.txt").write_text(
         f"{outcome.reason}\n\nFix the file and drop it into landing/ again.\n", encoding="utf-8"
     )
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(
             quarantined_files.insert().values(
                 file_name=path.name,

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata
+from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata, write_transaction
 from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL, NAME_MAX_LENGTH
 
 QUARTERS = ("Q1", "Q2", "Q3", "Q4")
@@ -262,7 +262,7 @@ def _as_utc(value: datetime | str) -> datetime:
 def ensure_metric_tables(engine: sa.Engine) -> None:
     """Create the metric tables where missing: `create_schema` does with a new warehouse (once
     this module is imported); a warehouse made before they existed gets them here."""
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         if is_postgres(conn):
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7420001)")
         metadata.create_all(conn, tables=list(METRIC_TABLES))
@@ -294,7 +294,7 @@ def store_departments_above_mean(engine: sa.Engine, year: int, frame: pd.DataFra
 
 
 def _replace_year(engine: sa.Engine, table: sa.Table, year: int, rows: list[dict]) -> None:
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(table.delete().where(table.c.year == year))
         if rows:
             conn.execute(table.insert(), rows)

@@ -23,6 +23,7 @@ from gdx_pipeline.dictionary import ID_MAX, NO_CONTROL_CHARACTERS, TableSpec
 _INTEGER = r"[+-]?\d+"
 # ISO-8601 date and time with a Z or a numeric offset (RFC 3339 also allows a space for the T).
 _ISO_DATETIME = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)"
+_INSTANT = pa.timestamp("us", tz="UTC")
 _MAX_INT_DIGITS = 18  # anything longer cannot be an int64, let alone an int32 id
 
 
@@ -63,10 +64,23 @@ def _parse_timestamp(text: pa.Array) -> ParsedColumn:
     shaped = pc.fill_null(pc.match_substring_regex(text, f"^{_ISO_DATETIME}$"), False)
     candidates = pc.if_else(shaped, text, pa.scalar(None, pa.string()))
     normalized = pc.replace_substring(pc.replace_substring(pc.utf8_upper(candidates), ",", "."), " ", "T")
-    parsed = pd.to_datetime(normalized.to_pandas(), utc=True, format="ISO8601", errors="coerce").dt.as_unit("us")
-    values = pa.array(parsed, type=pa.timestamp("us", tz="UTC"))
+    to_microseconds = pc.replace_substring_regex(normalized, r"(\.\d{6})\d+", r"\1")  # the columns keep microseconds
+    values = _cast_instants(to_microseconds)
     unreadable = pc.or_(pc.and_(pc.is_valid(text), pc.invert(shaped)), pc.and_(shaped, pc.is_null(values)))
     return ParsedColumn(values, "not an ISO-8601 datetime with a Z or an offset", unreadable)
+
+
+def _cast_instants(texts: pa.Array) -> pa.Array:
+    """ISO-8601 texts to UTC instants (microseconds, years 1 to 9999); null where a text names
+    no real instant, such as 2021-02-30. Arrow's cast fails as a whole on one such value, so a
+    failing slice is halved until each culprit stands alone: a few casts for a few bad values."""
+    try:
+        return pc.cast(texts, _INSTANT)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(texts) <= 1:
+            return pa.nulls(len(texts), _INSTANT)
+        middle = len(texts) // 2
+        return pa.concat_arrays([_cast_instants(texts.slice(0, middle)), _cast_instants(texts.slice(middle))])
 
 
 def _parse_text(text: pa.Array) -> ParsedColumn:
@@ -113,6 +127,50 @@ def _describe_check(check: str) -> str:
     return f"fails {check}"
 
 
+@dataclass
+class CheckedRows:
+    """A block judged by the rules a row can break on its own; foreign keys and duplicates of
+    earlier rows are still to be checked. Needs no database, so it can run before a writer
+    takes its lock."""
+
+    block: RecordBlock
+    typed: pa.Table  # every parsed row, in block order
+    reasons: dict[int, list[str]]  # row position in `typed` -> what is wrong with it
+
+
+def check_rows(spec: TableSpec, block: RecordBlock) -> CheckedRows:
+    """Parse the block's text columns and let the dictionary's Pandera schema judge each row."""
+    typed, parsed = parse_columns(spec, block.fields)
+    reasons = _row_rule_reasons(spec, typed, parsed, block.fields) if typed.num_rows else {}
+    return CheckedRows(block, typed, reasons)
+
+
+def _row_rule_reasons(spec: TableSpec, typed: pa.Table, parsed: dict[str, ParsedColumn], fields: pa.Table) -> dict[int, list[str]]:
+    reasons: dict[int, list[str]] = {}
+    try:
+        spec.schema.validate(_to_pandas_typed(typed), lazy=True)
+    except pa_schema.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        cases = cases[cases["index"].notna()]
+        for column, check, value, index in cases[["column", "check", "failure_case", "index"]].itertuples(index=False):
+            row = int(index)
+            if check == "not_nullable":
+                column_parse = parsed[column]
+                if column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
+                    reason = f"{column}: {column_parse.problem} (got {fields.column(column)[row].as_py().strip()!r})"
+                else:
+                    reason = f"{column}: missing"
+            else:
+                reason = f"{column}: {_describe_check(str(check))} (got {_plain(value)!r})"
+            reasons.setdefault(row, []).append(reason)
+    blank = parsed[spec.columns[0]].blank
+    for column in spec.columns[1:]:
+        blank = pc.and_(blank, parsed[column].blank)
+    for row in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
+        reasons[int(row)] = ["row: blank line"]
+    return reasons
+
+
 class RowValidator:
     """Validates blocks of one file (or one API batch) against a table's dictionary model.
 
@@ -122,16 +180,20 @@ class RowValidator:
 
     def __init__(self, spec: TableSpec, known_keys: Mapping[str, Collection[int]] | None = None):
         self.spec = spec
-        self.schema = spec.schema
         known_keys = known_keys or {}
         self.allowed_keys = {fk.column: pa.array(sorted(known_keys.get(fk.column, ())), type=pa.int64()) for fk in spec.foreign_keys}
         self.seen_ids = SeenIds()
 
     def validate(self, block: RecordBlock) -> ValidatedBlock:
+        return self.settle(check_rows(self.spec, block))
+
+    def settle(self, checked: CheckedRows) -> ValidatedBlock:
+        """Add what depends on the database and earlier blocks: foreign keys, then duplicates."""
+        block, typed = checked.block, checked.typed
         rejected = [RejectedRow(line, raw, [reason]) for line, raw, reason in block.malformed]
-        typed, parsed = parse_columns(self.spec, block.fields)
         if typed.num_rows:
-            reasons = self._reasons_by_row(typed, parsed, block.fields)
+            reasons = {row: list(row_reasons) for row, row_reasons in checked.reasons.items()}
+            self._foreign_key_reasons(typed, reasons)  # blank lines have no values to look up
             key = self.spec.primary_key
             candidate = np.ones(typed.num_rows, dtype=bool)
             candidate[list(reasons)] = False
@@ -139,9 +201,10 @@ class RowValidator:
             duplicates = self.seen_ids.mark(ids, candidate)
             for row in np.flatnonzero(duplicates):
                 reasons[int(row)] = [f"{key}: duplicate of an earlier row in this file (got {ids[row]})"]
+            order = {column: i for i, column in enumerate(self.spec.columns)}
             for row in sorted(reasons):
                 line = int(block.lines[row])
-                rejected.append(RejectedRow(line, block.raw_lines[line], reasons[row]))
+                rejected.append(RejectedRow(line, block.raw_lines[line], sorted(reasons[row], key=lambda r: order.get(r.split(":")[0], -1))))
             if reasons:
                 keep = np.ones(typed.num_rows, dtype=bool)
                 keep[list(reasons)] = False
@@ -159,35 +222,6 @@ class RowValidator:
             for row in np.flatnonzero(unknown.to_numpy(zero_copy_only=False)):
                 reasons.setdefault(int(row), []).append(f"{fk.column}: no such id in {fk.table} (got {values[int(row)].as_py()})")
 
-    def _reasons_by_row(self, typed: pa.Table, parsed: dict[str, ParsedColumn], fields: pa.Table) -> dict[int, list[str]]:
-        reasons: dict[int, list[str]] = {}
-        try:
-            self.schema.validate(_to_pandas_typed(typed), lazy=True)
-        except pa_schema.errors.SchemaErrors as errors:
-            cases = errors.failure_cases
-            cases = cases[cases["index"].notna()]
-            for column, check, value, index in cases[["column", "check", "failure_case", "index"]].itertuples(index=False):
-                row = int(index)
-                if check == "not_nullable":
-                    column_parse = parsed[column]
-                    if column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
-                        reason = f"{column}: {column_parse.problem} (got {fields.column(column)[row].as_py().strip()!r})"
-                    else:
-                        reason = f"{column}: missing"
-                else:
-                    reason = f"{column}: {_describe_check(str(check))} (got {_plain(value)!r})"
-                reasons.setdefault(row, []).append(reason)
-        self._foreign_key_reasons(typed, reasons)
-        blank = parsed[self.spec.columns[0]].blank
-        for column in self.spec.columns[1:]:
-            blank = pc.and_(blank, parsed[column].blank)
-        for row in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
-            reasons[int(row)] = ["row: blank line"]
-        order = {column: i for i, column in enumerate(self.spec.columns)}
-        for row_reasons in reasons.values():
-            row_reasons.sort(key=lambda r: order.get(r.split(":")[0], -1))
-        return reasons
-
 
 def _plain(value: object) -> object:
     if isinstance(value, pd.Timestamp):
@@ -201,26 +235,35 @@ class SeenIds:
     """Which ids a file already produced: a bitmap over the int32 id space.
 
     256 MiB of address space, but only the pages of ids actually seen are ever touched, so
-    memory stays a few MiB for dense ids; a Python set of 10 M ids would take ~600 MiB.
+    memory stays a few MiB for dense ids; a Python set of 10 M ids would take ~600 MiB. The
+    bitmap is made when a second block arrives: a one-block file or API batch never needs it.
     """
 
     def __init__(self) -> None:
         self._bits: np.ndarray | None = None
+        self._first_block: np.ndarray | None = None  # ids kept from the only block so far
 
     def mark(self, ids: np.ndarray, candidate: np.ndarray) -> np.ndarray:
         """Record candidate ids; return a mask of candidates whose id came earlier."""
-        if self._bits is None:
-            self._bits = np.zeros((ID_MAX >> 3) + 1, dtype=np.uint8)
         duplicate = np.zeros(len(ids), dtype=bool)
         positions = np.flatnonzero(candidate)
+        values = ids[positions]
+        within = pd.Series(values).duplicated(keep="first").to_numpy()
+        if self._bits is None and self._first_block is None:
+            duplicate[positions[within]] = True
+            self._first_block = values[~within]
+            return duplicate
+        if self._bits is None:
+            self._bits = np.zeros((ID_MAX >> 3) + 1, dtype=np.uint8)
+            self._set(self._first_block)
+            self._first_block = None
         if positions.size == 0:
             return duplicate
-        values = ids[positions]
-        byte, bit = values >> 3, (values & 7).astype(np.uint8)
-        seen_before = (self._bits[byte] >> bit) & 1
-        within = pd.Series(values).duplicated(keep="first").to_numpy()
+        seen_before = (self._bits[values >> 3] >> (values & 7).astype(np.uint8)) & 1
         dup = seen_before.astype(bool) | within
         duplicate[positions[dup]] = True
-        fresh = ~dup
-        np.bitwise_or.at(self._bits, byte[fresh], (np.uint8(1) << bit[fresh]).astype(np.uint8))
+        self._set(values[~dup])
         return duplicate
+
+    def _set(self, values: np.ndarray) -> None:
+        np.bitwise_or.at(self._bits, values >> 3, (np.uint8(1) << (values & 7).astype(np.uint8)).astype(np.uint8))
