@@ -4,6 +4,7 @@ every status code, auth, and the writes showing up in a real Dagster instance.""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -11,7 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from gdx_pipeline.api.auth import token_matches
+from gdx_pipeline.api.orchestration import Orchestration
 from gdx_pipeline.api.settings import MAX_ROWS_PER_REQUEST, ApiSettings
+from gdx_pipeline.core.batches import BatchOutcome
+from gdx_pipeline.core.loading import LoadCounts
 from gdx_pipeline.core.warehouse import ingestion_ledger, rejected_rows
 from gdx_pipeline.dictionary import TABLES
 from gdx_pipeline_tests.test_api_fixtures import (  # noqa: F401  (fixtures)
@@ -302,6 +306,22 @@ def test_api_writes_appear_as_materializations_of_the_tables_they_touched(client
     unchanged = client.post("/tables/departments/rows", json={"rows": department_rows(range(1, 4))}).json()
     assert unchanged["unchanged"] == 3
     assert materializations(client, dagster_instance, "departments", unchanged["request_id"]) == []  # nothing was written
+
+
+def test_batches_committed_close_together_are_reported_together_and_flush_does_not_wait_out_the_linger() -> None:
+    outcome = BatchOutcome(counts=LoadCounts(inserted=2, updated=1), rejected=[], rows_read=3)
+    with dg.instance_for_test() as instance:
+        orchestration = Orchestration(instance, {}, report_linger=60)  # far longer than this test may take
+        started = time.monotonic()
+        for n in range(10):
+            orchestration.report_batch("jobs", outcome, f"close-{n}")
+        orchestration.flush()
+        assert time.monotonic() - started < 30  # the flush cut the linger short
+        (event,) = [r.asset_materialization for r in instance.fetch_materializations(dg.AssetKey("jobs"), limit=100).records]
+        assert event.metadata["batches"].value == 10
+        assert event.metadata["request_ids"].value == [f"close-{n}" for n in range(10)]
+        assert event.metadata["rows_inserted"].value == 20 and event.metadata["rows_updated"].value == 10
+        orchestration.flush()  # nothing queued: returns at once
 
 
 def test_a_dagster_instance_that_fails_never_fails_the_write(api_settings: ApiSettings) -> None:
