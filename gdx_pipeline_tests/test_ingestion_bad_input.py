@@ -150,6 +150,17 @@ def test_offsets_are_converted_to_utc_and_quarters_move(engine, folders):
     assert as_utc(employee(engine, 3).datetime) == datetime(2021, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
 
 
+def test_plus_signed_ids_and_dates_after_2262_load(engine, folders):
+    """Both once crashed or were refused: Arrow's cast refused "+3", pandas' nanoseconds end in 2262."""
+    load_reference_tables(engine, folders)
+    drop(folders, "hired_employees.csv", "+3,Signed,2500-06-01T00:00:00Z,+1,+2\n4,Last,2999-12-31T23:59:59.999999Z,1,1\n")
+    (outcome,) = ingest_landing(engine, folders)
+    assert (outcome.counts.inserted, outcome.rows_rejected) == (2, 0)
+    signed = employee(engine, 3)
+    assert (signed.department_id, signed.job_id, as_utc(signed.datetime)) == (1, 2, datetime(2500, 6, 1, tzinfo=UTC))
+    assert as_utc(employee(engine, 4).datetime) == datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def test_later_duplicate_ids_in_a_file_are_rejected_even_across_blocks(engine, folders):
     load_reference_tables(engine, folders)
     lines = [f"{i},Person {i},2021-01-01T00:00:00Z,1,1" for i in range(1, 401)]

@@ -1,8 +1,14 @@
-"""Row validation: parse text columns vectorised, then let the dictionary's Pandera schema judge.
+"""Row validation: parse text columns vectorised, then judge them by the dictionary's Pandera schema.
 
 Parsing first and validating typed columns is ~35x faster than letting Pandera coerce text
 element-wise, and keeps one unparsable value from failing a whole column's checks. Every
 broken rule of a row becomes one human-readable reason, `"<column>: <problem>"`.
+
+The rules are the Pandera model's. The check kinds the dictionary uses (bounds, lengths,
+patterns) are evaluated with Arrow compute from each check's own statistics: a Pandera call
+costs ~3.5 ms whatever the row count, most of a 1,000-row API batch's validation, where Arrow
+takes ~0.2 ms. A schema with any other check is judged by Pandera itself, and a test holds
+both judges to the same reasons on random rows.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -25,6 +32,10 @@ _INTEGER = r"[+-]?\d+"
 _ISO_DATETIME = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)"
 _INSTANT = pa.timestamp("us", tz="UTC")
 _MAX_INT_DIGITS = 18  # anything longer cannot be an int64, let alone an int32 id
+
+
+NOT_NULLABLE = "not_nullable"
+Failure = tuple[str, str, object, int]  # column, check (as Pandera names it), failing value, row
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,8 @@ class ParsedColumn:
 def _parse_integer(text: pa.Array) -> ParsedColumn:
     is_integer = pc.fill_null(pc.match_substring_regex(text, f"^{_INTEGER}$"), False)
     fits = pc.and_(is_integer, pc.less_equal(pc.utf8_length(pc.utf8_ltrim(text, characters="+-")), _MAX_INT_DIGITS))
-    values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.int64())
+    unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's cast refuses "+7"
+    values = pc.cast(pc.if_else(fits, unsigned, pa.scalar(None, pa.string())), pa.int64())
     not_integer = pc.and_(pc.is_valid(text), pc.invert(is_integer))
     too_long = pc.and_(is_integer, pc.invert(fits))
     if pc.any(too_long).as_py():
@@ -146,29 +158,107 @@ def check_rows(spec: TableSpec, block: RecordBlock) -> CheckedRows:
 
 
 def _row_rule_reasons(spec: TableSpec, typed: pa.Table, parsed: dict[str, ParsedColumn], fields: pa.Table) -> dict[int, list[str]]:
-    reasons: dict[int, list[str]] = {}
-    try:
-        spec.schema.validate(_to_pandas_typed(typed), lazy=True)
-    except pa_schema.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-        cases = cases[cases["index"].notna()]
-        for column, check, value, index in cases[["column", "check", "failure_case", "index"]].itertuples(index=False):
-            row = int(index)
-            if check == "not_nullable":
-                column_parse = parsed[column]
-                if column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
-                    reason = f"{column}: {column_parse.problem} (got {fields.column(column)[row].as_py().strip()!r})"
-                else:
-                    reason = f"{column}: missing"
-            else:
-                reason = f"{column}: {_describe_check(str(check))} (got {_plain(value)!r})"
-            reasons.setdefault(row, []).append(reason)
+    rules = ArrowRules.for_schema(spec.schema)
+    failures = rules.failures(typed) if rules is not None else pandera_failures(spec.schema, typed)
+    reasons = reasons_by_row(failures, parsed, fields)
     blank = parsed[spec.columns[0]].blank
     for column in spec.columns[1:]:
         blank = pc.and_(blank, parsed[column].blank)
     for row in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
         reasons[int(row)] = ["row: blank line"]
     return reasons
+
+
+def reasons_by_row(failures: list[Failure], parsed: dict[str, ParsedColumn], fields: pa.Table) -> dict[int, list[str]]:
+    """Broken checks in words: why a null is null (missing or unparsable), what a value broke."""
+    reasons: dict[int, list[str]] = {}
+    for column, check, value, row in failures:
+        if check == NOT_NULLABLE:
+            column_parse = parsed[column]
+            if column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
+                reason = f"{column}: {column_parse.problem} (got {fields.column(column)[row].as_py().strip()!r})"
+            else:
+                reason = f"{column}: missing"
+        else:
+            reason = f"{column}: {_describe_check(check)} (got {_plain(value)!r})"
+        reasons.setdefault(row, []).append(reason)
+    return reasons
+
+
+def pandera_failures(schema: pa_schema.DataFrameSchema, typed: pa.Table) -> list[Failure]:
+    """Every broken check of every row, as Pandera itself reports them."""
+    try:
+        schema.validate(_to_pandas_typed(typed), lazy=True)
+    except pa_schema.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        cases = cases[cases["index"].notna()]
+        return [(c, str(check), value, int(i)) for c, check, value, i in cases[["column", "check", "failure_case", "index"]].itertuples(index=False)]
+    return []
+
+
+def _arrow_scalar(value: object, type_: pa.DataType) -> pa.Scalar:
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    return pa.scalar(value, type=type_)
+
+
+def _str_length_ok(values: pa.Array, statistics: Mapping[str, object]) -> pa.Array:
+    length = pc.utf8_length(values)
+    if statistics.get("exact_value") is not None:
+        return pc.equal(length, statistics["exact_value"])
+    ok = pc.is_valid(length)
+    if statistics.get("min_value") is not None:
+        ok = pc.and_(ok, pc.greater_equal(length, statistics["min_value"]))
+    if statistics.get("max_value") is not None:
+        ok = pc.and_(ok, pc.less_equal(length, statistics["max_value"]))
+    return ok
+
+
+def _str_matches_ok(values: pa.Array, statistics: Mapping[str, object]) -> pa.Array:
+    pattern = str(statistics["pattern"])  # pandas' str.match: anchored at the start
+    return pc.match_substring_regex(values, pattern if pattern.startswith("^") else f"^{pattern}")
+
+
+class ArrowRules:
+    """A Pandera schema's column checks, evaluated with Arrow compute (see the module doc)."""
+
+    TRANSLATED = {
+        "greater_than_or_equal_to": lambda values, s: pc.greater_equal(values, _arrow_scalar(s["min_value"], values.type)),
+        "less_than_or_equal_to": lambda values, s: pc.less_equal(values, _arrow_scalar(s["max_value"], values.type)),
+        "str_length": _str_length_ok,
+        "str_matches": _str_matches_ok,
+    }
+    _by_schema: dict[int, tuple[pa_schema.DataFrameSchema, ArrowRules | None]] = {}  # the schema kept, so its id stays its own
+
+    def __init__(self, schema: pa_schema.DataFrameSchema):
+        self.columns = schema.columns
+
+    @classmethod
+    def for_schema(cls, schema: pa_schema.DataFrameSchema) -> ArrowRules | None:
+        """The Arrow judge of `schema`, or None when it has a check Arrow cannot stand in for."""
+        if id(schema) not in cls._by_schema:
+            columns = schema.columns.values()
+            translatable = not schema.checks and all(
+                not column.unique
+                and not column.regex
+                and all(check.name in cls.TRANSLATED and not check.element_wise and isinstance(check.statistics.get("pattern", ""), str) for check in column.checks)
+                for column in columns
+            )
+            cls._by_schema[id(schema)] = (schema, cls(schema) if translatable else None)
+        return cls._by_schema[id(schema)][1]
+
+    def failures(self, typed: pa.Table) -> list[Failure]:
+        """What Pandera would report: a null breaks `not_nullable` only; a value breaks each
+        check it fails, in the order the model declares them."""
+        found: list[Failure] = []
+        for name, column in self.columns.items():
+            values = typed.column(name).combine_chunks()
+            if not column.nullable:
+                found += [(name, NOT_NULLABLE, None, int(row)) for row in np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))]
+            for check in column.checks:
+                passed = pc.fill_null(self.TRANSLATED[check.name](values, check.statistics), True)  # checks ignore nulls
+                found += [(name, check.error, values[int(row)].as_py(), int(row)) for row in np.flatnonzero(pc.invert(passed).to_numpy(zero_copy_only=False))]
+        return found
 
 
 class RowValidator:
@@ -224,7 +314,7 @@ class RowValidator:
 
 
 def _plain(value: object) -> object:
-    if isinstance(value, pd.Timestamp):
+    if isinstance(value, datetime):  # pandas' Timestamp too
         return value.isoformat()
     if isinstance(value, np.generic):
         return value.item()
