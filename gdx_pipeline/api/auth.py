@@ -25,7 +25,7 @@ def token_matches(supplied: str, expected: str) -> bool:
     return hmac.compare_digest(supplied.encode("utf-8"), expected.encode("utf-8"))
 
 
-def require_token(
+async def require_token(  # async: no thread hop for a string comparison
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 ) -> None:
     expected = request.app.state.settings.token

@@ -1,4 +1,7 @@
-"""What a route needs from the application it runs in, as FastAPI dependencies."""
+"""What a route needs from the application it runs in, as FastAPI dependencies.
+
+`async def` although they never wait: FastAPI runs a plain `def` dependency in its thread
+pool, a thread hop per dependency per request for a mere attribute read."""
 
 from __future__ import annotations
 
@@ -11,15 +14,15 @@ from gdx_pipeline.api.orchestration import Orchestration
 from gdx_pipeline.api.settings import ApiSettings
 
 
-def engine_of(request: Request) -> sa.Engine:
+async def engine_of(request: Request) -> sa.Engine:
     return request.app.state.engine
 
 
-def settings_of(request: Request) -> ApiSettings:
+async def settings_of(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-def orchestration_of(request: Request) -> Orchestration:
+async def orchestration_of(request: Request) -> Orchestration:
     return request.app.state.orchestration
 
 

@@ -24,7 +24,7 @@ from gdx_pipeline.core.batches import API_SOURCE, BatchOutcome
 log = logging.getLogger("gdx_pipeline.api")
 
 REJECTED_ROWS_ASSET = "rejected_rows"
-REPORT_LINGER_SECONDS = 0.5
+REPORT_LINGER_SECONDS = 1.0
 
 
 def instance_from_environment() -> dg.DagsterInstance:

@@ -9,10 +9,13 @@ any address but loopback and says why.
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import os
 import socket
 import sys
+
+from fastapi import FastAPI
 
 from gdx_pipeline.api.settings import TOKEN_ENV, ApiSettings, SettingsError
 
@@ -42,6 +45,21 @@ def refusal_to_bind(host: str, token: str | None) -> str | None:
         f"the warehouse. Set {TOKEN_ENV} to a long random secret (clients then send 'Authorization: Bearer <token>'), "
         f"or listen on loopback only (--host {DEFAULT_HOST})."
     )
+
+
+def create_served_app() -> FastAPI:
+    """The application as `gdx-api` serves it, in each worker process.
+
+    Once it is built, everything alive (Dagster, pandas, the app) is frozen out of the garbage
+    collector: a full collection otherwise walks that heap and stalls every request in flight
+    for ~0.1 s now and then.
+    """
+    from gdx_pipeline.api.app import create_app
+
+    app = create_app()
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def prepare_dagster_storage() -> None:
@@ -74,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         prepare_dagster_storage()
     uvicorn.run(
-        "gdx_pipeline.api.app:create_app",
+        "gdx_pipeline.api.server:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
