@@ -302,12 +302,14 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> str:
 
 
 def main() -> int:
+    from gdx_pipeline.api.server import default_workers
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="uvicorn worker processes (default: gdx-api's)")
     parser.add_argument("--batches", type=int, default=25, help="batches per client for gdx_pipeline (default 25)")
-    parser.add_argument("--peer-batches", type=int, default=3, help="batches per client for the peer (default 3)")
+    parser.add_argument("--peer-batches", type=int, default=5, help="batches per client for each peer (default 5)")
     parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
     parser.add_argument(
         "--postgres-url",

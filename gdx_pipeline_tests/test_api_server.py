@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gdx_pipeline.api.server import is_loopback, main, refusal_to_bind
+from gdx_pipeline.api.server import MAX_DEFAULT_WORKERS, default_workers, is_loopback, main, refusal_to_bind
 from gdx_pipeline.api.settings import MAX_BODY_BYTES_ENV, TOKEN_ENV
 
 
@@ -50,6 +50,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def test_workers_default_to_web_concurrency_else_one_per_cpu_up_to_four(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert default_workers() == 3
+    for ignored in ("", "0", "-2", "many"):
+        monkeypatch.setenv("WEB_CONCURRENCY", ignored)
+        assert default_workers() == max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_workers() == MAX_DEFAULT_WORKERS
+
+
 def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "GDX_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
@@ -58,7 +68,7 @@ def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
     (tmp_path / "dagster_home").mkdir()
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gdx_pipeline.api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "gdx_pipeline.api", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         health = None
@@ -73,8 +83,12 @@ def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
         assert health is not None and health.status_code == 200, server.stdout.read().decode() if server.poll() is not None else "no answer"
         assert health.json()["dialect"] == "sqlite"
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=5).status_code == 200
-        posted = httpx.post(f"http://127.0.0.1:{port}/tables/jobs/rows", json={"rows": [{"id": 1, "job": "Analyst"}]}, timeout=30)
-        assert posted.json()["inserted"] == 1
+        posted = [  # new connections, so both worker processes take some; they share one SQLite file
+            httpx.post(f"http://127.0.0.1:{port}/tables/jobs/rows", json={"rows": [{"id": n, "job": f"Job {n}"}]}, timeout=30).json()
+            for n in range(1, 21)
+        ]
+        assert [p["inserted"] for p in posted] == [1] * 20
+        assert httpx.get(f"http://127.0.0.1:{port}/tables/jobs/rows", timeout=30).json()["rows"][-1]["id"] == 20
         assert (tmp_path / "data" / "gdx.sqlite").exists()  # the default warehouse: a SQLite file in the data folder
     finally:
         server.send_signal(signal.SIGINT)

@@ -21,6 +21,18 @@ from gdx_pipeline.api.settings import TOKEN_ENV, ApiSettings, SettingsError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """WEB_CONCURRENCY when set (uvicorn's and gunicorn's convention), else one per CPU, up to 4.
+
+    Validation and HTTP are Python work under one interpreter lock per process; a second
+    process uses the second core while the first waits on its database."""
+    configured = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
 def is_loopback(host: str) -> bool:
@@ -74,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gdx-api", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="uvicorn worker processes (default: $WEB_CONCURRENCY, else one per CPU up to 4)"
+    )
     args = parser.parse_args(argv)
 
     refusal = refusal_to_bind(args.host, os.environ.get(TOKEN_ENV))
