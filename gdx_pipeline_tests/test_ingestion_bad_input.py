@@ -194,6 +194,21 @@ def test_existing_ids_are_updated_and_identical_rows_unchanged(engine, folders):
         assert conn.execute(sa.select(table.c.department).where(table.c.id == 2)).scalar_one() == "Global Sales"
 
 
+@pytest.mark.parametrize("rows", [30, 30_000])  # below and above SQLite's staging threshold
+def test_a_second_file_counts_what_it_inserted_updated_and_left_alone(engine, folders, rows):
+    load_reference_tables(engine, folders)
+    line = lambda i, name: f"{i},{name},2021-01-01T00:00:00Z,{1 + i % 3},{1 + i % 2}\n"  # noqa: E731
+    drop(folders, "hired_employees_1.csv", "".join(line(i, f"Person {i}") for i in range(1, rows + 1)))
+    ingest_landing(engine, folders)
+    third = rows // 3  # ids 1..third renamed, third+1..rows resent as they are, rows+1..rows+third new
+    second = [line(i, f"Renamed {i}" if i <= third else f"Person {i}") for i in range(1, rows + third + 1)]
+    drop(folders, "hired_employees_2.csv", "".join(second))
+    (outcome,) = ingest_landing(engine, folders)
+    assert (outcome.counts.inserted, outcome.counts.updated, outcome.counts.unchanged) == (third, third, rows - third)
+    assert table_count(engine, "hired_employees") == rows + third
+    assert employee(engine, 1).name == "Renamed 1" and employee(engine, rows).name == f"Person {rows}"
+
+
 def test_rows_loaded_earlier_in_the_same_run_satisfy_foreign_keys(engine, folders):
     drop(folders, "hired_employees.csv", "1,Ann,2021-01-01T00:00:00Z,1,1\n")
     drop(folders, "jobs.csv", JOBS)

@@ -7,9 +7,10 @@ them with one set-wise query instead of one trigger call per row (pgloader does 
 The rows were already checked against the referenced ids, so re-adding cannot fail unless the
 data changed underneath, in which case the whole transaction rolls back.
 
-SQLite: each block goes straight into the table with one `executemany` of the same upsert:
-its writers take turns, so there is nothing to stage for, and skipping the staging table
-saves a fifth of a 1,000-row batch's write time.
+SQLite: a small block (an API batch, a small file) goes straight into the table with one
+`executemany` of the same upsert, a fifth faster than staging it; a block of 10,000 rows or
+more is staged with `executemany`, then upserted with one `INSERT ... SELECT` (a third faster
+than upserting row by row).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gdx_pipeline.dictionary import TableSpec
 # rebuilding them after the insert (one sorted index build, one set-wise key check) beats
 # maintaining them row by row.
 BULK_THRESHOLD = 200_000
+SQLITE_STAGING_ROWS = 10_000
 
 
 @dataclass
@@ -97,24 +99,51 @@ class StagedUpsert:
         self.staged += rows.num_rows
 
     def _upsert_sqlite(self, table: pa.Table) -> None:
-        """Upsert one block; count what existed before from its ids, what changed from rowcount
-        (SQLite counts a row whose DO UPDATE condition was false as no change)."""
+        """Upsert one block: small ones row by row with `executemany`, big ones through a
+        staging table (one `INSERT … SELECT` beats a per-row upsert from ~10,000 rows up)."""
+        counts = self._upsert_sqlite_staged(table) if table.num_rows >= SQLITE_STAGING_ROWS else self._upsert_sqlite_rows(table)
+        self._sqlite_counts.inserted += counts.inserted
+        self._sqlite_counts.updated += counts.updated
+        self._sqlite_counts.unchanged += counts.unchanged
+
+    def _upsert_sqlite_rows(self, table: pa.Table) -> LoadCounts:
+        """Count what existed before from the block's ids, what changed from rowcount (SQLite
+        counts a row whose DO UPDATE condition was false as no change)."""
         target = quote_identifier(self.conn, self.spec.name)
         key = quote_identifier(self.conn, self.spec.primary_key)
         ids = json.dumps(table.column(self.spec.primary_key).to_pylist())
         existing = self.conn.exec_driver_sql(
             f"SELECT count(*) FROM main.{target} WHERE {key} IN (SELECT value FROM json_each(?))", (ids,)
         ).scalar_one()
-        placeholders = ", ".join("?" for _ in self.spec.columns)
-        columns = [self._sqlite_values(name, table.column(name)) for name in self.spec.columns]
         changed = self.conn.exec_driver_sql(
-            f"INSERT INTO main.{target} AS target ({self._columns_sql}) VALUES ({placeholders}) {self._update_clause()}",
-            list(zip(*columns)),
+            f"INSERT INTO main.{target} AS target ({self._columns_sql}) VALUES ({self._sqlite_placeholders}) {self._update_clause()}",
+            self._sqlite_rows(table),
         ).rowcount
         inserted = table.num_rows - existing
-        self._sqlite_counts.inserted += inserted
-        self._sqlite_counts.updated += changed - inserted
-        self._sqlite_counts.unchanged += existing - (changed - inserted)
+        return LoadCounts(inserted=inserted, updated=changed - inserted, unchanged=existing - (changed - inserted))
+
+    def _upsert_sqlite_staged(self, table: pa.Table) -> LoadCounts:
+        target = quote_identifier(self.conn, self.spec.name)
+        key = quote_identifier(self.conn, self.spec.primary_key)
+        self.conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} AS SELECT {self._columns_sql} FROM main.{target} WHERE 0")
+        self.conn.exec_driver_sql(f"INSERT INTO temp.{self.stage} ({self._columns_sql}) VALUES ({self._sqlite_placeholders})", self._sqlite_rows(table))
+        existing, changed = self.conn.exec_driver_sql(
+            f"SELECT count(*), coalesce(sum(CASE WHEN {self._distinct_condition('target', 'stage')} THEN 1 ELSE 0 END), 0) "
+            f"FROM temp.{self.stage} AS stage JOIN main.{target} AS target ON target.{key} = stage.{key}"
+        ).one()
+        self.conn.exec_driver_sql(
+            f"INSERT INTO main.{target} AS target ({self._columns_sql}) "
+            f"SELECT {self._columns_sql} FROM temp.{self.stage} WHERE true {self._update_clause()}"
+        )
+        self.conn.exec_driver_sql(f"DELETE FROM temp.{self.stage}")
+        return LoadCounts(inserted=table.num_rows - existing, updated=changed, unchanged=existing - changed)
+
+    @property
+    def _sqlite_placeholders(self) -> str:
+        return ", ".join("?" for _ in self.spec.columns)
+
+    def _sqlite_rows(self, table: pa.Table) -> list[tuple]:
+        return list(zip(*(self._sqlite_values(name, table.column(name)) for name in self.spec.columns)))
 
     def _naive_utc(self, table: pa.Table) -> pa.Table:
         """Timestamps as UTC wall-clock time: Arrow writes zoned ones ~12x slower, and the
