@@ -74,14 +74,16 @@ class StagedUpsert:
             and not _is_referenced(spec)
             and conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {target})").scalar_one()
         )
-        if self.postgres:
-            conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
         if self.direct:
+            conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
             self.stage = target
             drop_secondary_structures(conn, data_tables[spec.name], primary_key=True)
         elif self.postgres:
-            # Made once per connection and emptied by every commit: no catalog churn per batch.
-            conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {target}) ON COMMIT DELETE ROWS")
+            # The staging table is made once per connection and emptied by every commit: no
+            # catalog churn per batch. One round trip with the time zone the COPY text is in.
+            conn.exec_driver_sql(
+                f"SET LOCAL TIME ZONE 'UTC'; CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {target}) ON COMMIT DELETE ROWS"
+            )
 
     def add(self, rows: pa.Table) -> None:
         """Stage typed rows (dictionary columns, in order)."""
@@ -235,11 +237,15 @@ def estimated_rows(size_bytes: int) -> int:
 
 
 def known_keys(conn: sa.Connection, spec: TableSpec) -> dict[str, list[int]]:
-    """For each foreign key of `spec`, the ids that exist now in the referenced table."""
-    keys = {}
-    for fk in spec.foreign_keys:
-        column = data_tables[fk.table].c[fk.target_column]
-        keys[fk.column] = list(conn.execute(sa.select(column)).scalars())
+    """For each foreign key of `spec`, the ids that exist now in the referenced table (one query)."""
+    if not spec.foreign_keys:
+        return {}
+    selects = [
+        sa.select(sa.literal(fk.column).label("fk"), data_tables[fk.table].c[fk.target_column].label("id")) for fk in spec.foreign_keys
+    ]
+    keys: dict[str, list[int]] = {fk.column: [] for fk in spec.foreign_keys}
+    for column, id_ in conn.execute(sa.union_all(*selects)):
+        keys[column].append(id_)
     return keys
 
 
