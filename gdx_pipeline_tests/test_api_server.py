@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gdx_pipeline.api.server import MAX_DEFAULT_WORKERS, default_workers, is_loopback, main, refusal_to_bind
+from gdx_pipeline.api.server import default_workers, is_loopback, main, refusal_to_bind
 from gdx_pipeline.api.settings import MAX_BODY_BYTES_ENV, TOKEN_ENV
 
 
@@ -50,14 +50,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_workers_default_to_web_concurrency_else_one_per_cpu_up_to_four(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_default_to_web_concurrency_else_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
     assert default_workers() == 3
     for ignored in ("", "0", "-2", "many"):
         monkeypatch.setenv("WEB_CONCURRENCY", ignored)
-        assert default_workers() == max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
-    monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert default_workers() == MAX_DEFAULT_WORKERS
+        assert default_workers() == 1
+    monkeypatch.delenv("WEB_CONCURRENCY")
+    assert default_workers() == 1
 
 
 def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
