@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import lock_table_for_writes
@@ -170,6 +173,10 @@ def test_sqlite_writers_of_several_threads_and_processes_take_turns(tmp_path: Pa
         dbapi_connection.execute("PRAGMA busy_timeout = 0")
 
     engine.dispose()
+    # Held open throughout, so no connection ever has to rebuild the WAL index (which briefly
+    # locks the database and, with the busy timeout at zero, would fail a writer at random).
+    keeper = sqlite3.connect(tmp_path / "queue.sqlite")
+    keeper.execute("SELECT count(*) FROM departments").fetchone()
     per_writer = 40
     processes = [
         subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, url, str(100_000 * (p + 1)), str(per_writer)], stderr=subprocess.PIPE, text=True)
@@ -195,14 +202,20 @@ def test_sqlite_writers_of_several_threads_and_processes_take_turns(tmp_path: Pa
     assert errors == []
     assert table_count(engine, "departments") == per_writer * (len(threads) + len(processes))
     engine.dispose()
+    keeper.close()
 
 
 # --- PostgreSQL: batches side by side, never beside a file or a restore -------------------------
 
 
-def waiting_advisory_locks(engine: sa.Engine) -> int:
+def waiting_advisory_locks(engine: sa.Engine, application_name: str) -> int:
+    """Advisory locks this test's connections wait for (other tests share the server)."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = :name"
+    )
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar_one()
+        return conn.execute(query, {"name": application_name}).scalar_one()
 
 
 def apply_in_thread(engine: sa.Engine, rows: list[dict], request_id: str) -> tuple[threading.Thread, list]:
@@ -221,7 +234,8 @@ def apply_in_thread(engine: sa.Engine, rows: list[dict], request_id: str) -> tup
 
 @pytest.mark.postgres
 def test_batches_share_the_table_lock_but_wait_for_a_files(postgres_url: str) -> None:
-    engine = create_warehouse_engine(postgres_url)
+    application_name = f"gdx-test-{uuid.uuid4().hex[:12]}"
+    engine = create_warehouse_engine(make_url(postgres_url).update_query_dict({"application_name": application_name}).render_as_string(hide_password=False))
     create_schema(engine)
     seed(engine)
     holder = engine.connect()
@@ -235,9 +249,9 @@ def test_batches_share_the_table_lock_but_wait_for_a_files(postgres_url: str) ->
             lock_table_for_writes(holder, EMPLOYEES)  # a file or a restore
             thread, results = apply_in_thread(engine, [employee(2)], "after-a-file")
             deadline = time.monotonic() + 30
-            while waiting_advisory_locks(engine) == 0 and time.monotonic() < deadline:
+            while waiting_advisory_locks(engine, application_name) == 0 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert waiting_advisory_locks(engine) == 1 and results == []  # the batch waits for the file
+            assert waiting_advisory_locks(engine, application_name) == 1 and results == []  # the batch waits for the file
         thread.join(timeout=60)
         assert results[0].counts.inserted == 1
     finally:
