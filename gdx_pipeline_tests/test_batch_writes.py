@@ -205,6 +205,27 @@ def test_sqlite_writers_of_several_threads_and_processes_take_turns(tmp_path: Pa
     keeper.close()
 
 
+def test_sqlite_readers_neither_wait_for_writers_nor_make_them_wait(tmp_path: Path) -> None:
+    engine = create_warehouse_engine(f"sqlite:///{tmp_path / 'readers.sqlite'}")
+    create_schema(engine)
+    seed(engine)
+
+    @sa.event.listens_for(engine, "connect")
+    def no_busy_wait(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.execute("PRAGMA busy_timeout = 0")  # any wait for a lock fails at once
+
+    engine.dispose()
+    with engine.connect() as reader:  # a long read, say the dashboard's, holds its transaction open
+        assert reader.execute(sa.text("SELECT count(*) FROM departments")).scalar_one() == 3
+        with write_transaction(engine) as writer:
+            writer.exec_driver_sql("INSERT INTO departments (id, department) VALUES (4, 'Legal')")
+            with engine.connect() as second_reader:  # and a read while the write is under way
+                assert second_reader.execute(sa.text("SELECT count(*) FROM departments")).scalar_one() == 3
+        assert reader.execute(sa.text("SELECT count(*) FROM departments")).scalar_one() == 3  # its snapshot
+    assert table_count(engine, "departments") == 4
+    engine.dispose()
+
+
 # --- PostgreSQL: batches side by side, never beside a file or a restore -------------------------
 
 

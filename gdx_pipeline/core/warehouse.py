@@ -19,6 +19,8 @@ except ImportError:  # Windows: SQLite's busy handler alone orders the writers o
 
 from gdx_pipeline.dictionary import NAME_MAX_LENGTH, TABLES, TableSpec
 
+_WRITES = "gdx_writes"  # execution option: this SQLite transaction writes (BEGIN IMMEDIATE)
+
 # Named primary keys, so the bulk loader can drop and rebuild them by name.
 metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s"})
 
@@ -136,10 +138,12 @@ def create_warehouse_engine(url: str) -> sa.Engine:
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
-    """Foreign keys on, WAL for concurrent readers, and real BEGIN IMMEDIATE transactions.
+    """Foreign keys on, WAL for concurrent readers, and transactions that say what they are.
 
     pysqlite's own transaction handling defers BEGIN; SQLAlchemy's documented recipe hands
-    transaction control back to us so a file's writes take the write lock up front.
+    transaction control back to us. A `write_transaction` begins IMMEDIATE, taking the write
+    lock up front (in its turn); every other transaction is a reader and begins DEFERRED, so
+    it neither waits for writers nor makes them wait.
     """
 
     @sa.event.listens_for(engine, "connect")
@@ -160,7 +164,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):  # noqa: ANN001
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        writes = connection.get_execution_options().get(_WRITES, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
 
 
 class SqliteWriterQueue:
@@ -215,8 +220,10 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         with engine.begin() as conn:
             yield conn
         return
-    with SqliteWriterQueue.of(engine).turn(), engine.begin() as conn:
-        yield conn
+    with SqliteWriterQueue.of(engine).turn(), engine.connect() as conn:
+        conn.execution_options(**{_WRITES: True})  # in place: its BEGIN is IMMEDIATE
+        with conn.begin():
+            yield conn
 
 
 def is_postgres(engine_or_connection: sa.Engine | sa.Connection) -> bool:
