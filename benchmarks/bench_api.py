@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/bench_api.py [--clients 4] [--batches 25] [--backends sqlite postgres]
 
-For each backend it starts one real `uvicorn` server on loopback (a child process, with a
-fresh warehouse and a fresh DAGSTER_HOME, so every batch is also reported to Dagster), then
-sends `hired_employees` batches of 1,000 rows from `--clients` concurrent async httpx clients:
+For each backend it starts one real `uvicorn` server on loopback the way `gdx-api` serves
+(a child process with `--workers`, default gdx-api's; a fresh warehouse and a fresh
+DAGSTER_HOME, so every batch is also reported to Dagster), then sends `hired_employees`
+batches of 1,000 rows from `--clients` concurrent async httpx clients, bodies encoded before
+the clock starts:
 
   gdx_pipeline   POST /tables/hired_employees/rows: the real endpoint (validation, set-wise
                  upsert, reject log, ledger, one transaction, a Dagster materialization)
@@ -17,7 +19,7 @@ sends `hired_employees` batches of 1,000 rows from `--clients` concurrent async 
                  SQLAlchemy 2 turns that into batched multi-row INSERTs, so it is no longer
                  per-row. Shown for honesty: it checks and logs nothing
 
-Both run side by side in the same server process on the same tables (disjoint ids). Reported:
+All run side by side in the same server on the same tables (disjoint ids). Reported:
 p50/p99 latency per batch and rows/s over the whole concurrent run (wall clock). Results go to
 stdout and benchmarks/results/api.md. The PostgreSQL backend uses a fresh database
 `gdx_api_bench_*` on --postgres-url, dropped afterwards.
