@@ -110,14 +110,26 @@ def apply_batch(
     run_id: str | None = None,
     source: str = API_SOURCE,
 ) -> BatchOutcome:
-    """Validate, upsert the valid rows and log the rejects: all of it commits, or none.
+    """Validate, upsert the valid rows and log the rejects: all of it commits, or none."""
+    return write_checked_batch(engine, spec, check_rows(spec, block), request_id=request_id, run_id=run_id, source=source)
 
-    The row rules run before the write transaction, so concurrent batches validate side by side
-    and hold the table only for foreign keys and writes. On PostgreSQL a batch that loses a
-    deadlock, or meets a referenced row deleted under it, is tried again from its transaction.
+
+def write_checked_batch(
+    engine: sa.Engine,
+    spec: TableSpec,
+    checked: CheckedRows,
+    *,
+    request_id: str | None,
+    run_id: str | None = None,
+    source: str = API_SOURCE,
+) -> BatchOutcome:
+    """Write a batch whose row rules were checked (`check_rows`, before any transaction).
+
+    Concurrent batches thus hold the table only for foreign keys and writes. On PostgreSQL a
+    batch that loses a deadlock, or meets a referenced row deleted under it, is tried again
+    from its transaction.
     """
     started_at = now_utc()
-    checked = check_rows(spec, block)
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             return _write_batch(engine, spec, checked, request_id=request_id, run_id=run_id, source=source, started_at=started_at)
