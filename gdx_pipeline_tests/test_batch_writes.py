@@ -205,6 +205,32 @@ def test_sqlite_writers_of_several_threads_and_processes_take_turns(tmp_path: Pa
     keeper.close()
 
 
+def test_sqlite_commits_are_checkpointed_into_the_database_file_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "checkpointed.sqlite"
+    engine = create_warehouse_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    keeper = sqlite3.connect(path)  # open throughout: closing the last connection would checkpoint too
+    for n in range(1, 201):
+        with write_transaction(engine) as conn:
+            conn.exec_driver_sql("INSERT INTO departments (id, department) VALUES (?, ?)", (n, f"D{n}"))
+
+    def rows_in_the_database_file() -> int:  # immutable: the file alone, as if the WAL were lost
+        file_only = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return file_only.execute("SELECT count(*) FROM departments").fetchone()[0]
+        except sqlite3.OperationalError:  # not even the table is in the file yet
+            return 0
+        finally:
+            file_only.close()
+
+    deadline = time.monotonic() + 30
+    while rows_in_the_database_file() < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rows_in_the_database_file() == 200  # no writer checkpointed: SQLite's own is set far above this
+    keeper.close()
+    engine.dispose()
+
+
 def test_sqlite_readers_neither_wait_for_writers_nor_make_them_wait(tmp_path: Path) -> None:
     engine = create_warehouse_engine(f"sqlite:///{tmp_path / 'readers.sqlite'}")
     create_schema(engine)

@@ -4,19 +4,13 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-try:
-    import fcntl as _fcntl
-except ImportError:  # Windows: SQLite's busy handler alone orders the writers of several processes
-    _fcntl = None  # type: ignore[assignment]
-
+from gdx_pipeline.core.sqlite_writes import AUTOCHECKPOINT_BACKSTOP_PAGES, SqliteWriters
 from gdx_pipeline.dictionary import NAME_MAX_LENGTH, TABLES, TableSpec
 
 _WRITES = "gdx_writes"  # execution option: this SQLite transaction writes (BEGIN IMMEDIATE)
@@ -154,10 +148,11 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         # A 1,000-row batch dirties hundreds of index pages: with the default 2 MB cache and a
-        # checkpoint every 1,000 pages, nearly every commit also checkpointed (fsync). 16 MB
-        # and a checkpoint every ~40 MB of WAL cut a batch's write time by a third.
+        # checkpoint inside nearly every commit, a batch's write took a third longer.
+        # Checkpoints run in the background (`SqliteWriters`); the automatic one, inside some
+        # unlucky writer's commit, is only a backstop.
         cursor.execute("PRAGMA cache_size = -16384")
-        cursor.execute("PRAGMA wal_autocheckpoint = 10000")
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_BACKSTOP_PAGES}")
         cursor.execute("PRAGMA journal_size_limit = 67108864")
         cursor.execute("PRAGMA busy_timeout = 60000")
         cursor.close()
@@ -168,62 +163,23 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
 
 
-class SqliteWriterQueue:
-    """Writers of one SQLite database take turns here rather than in SQLite's busy handler.
-
-    The busy handler polls with growing sleeps (up to 100 ms each) and lets a writer that came
-    later overtake one that came first, so under concurrent writers a short transaction could
-    wait close to a second. Here a writer blocks until the previous one is done: a thread lock
-    queues the threads of this process, an flock on `<database>-writer.lock` (beside the -wal
-    and -shm files) queues processes. Readers never wait (WAL).
-    """
-
-    _by_database: dict[str, SqliteWriterQueue] = {}
-    _registry_lock = threading.Lock()
-
-    def __init__(self, lock_path: str | None):
-        self._threads = threading.Lock()
-        self._lock_path = lock_path
-
-    @classmethod
-    def of(cls, engine: sa.Engine) -> SqliteWriterQueue:
-        database = engine.url.database or ""
-        on_disk = database not in ("", ":memory:") and not database.startswith("file:")
-        key = os.path.abspath(database) if on_disk else f"{id(engine)}"
-        with cls._registry_lock:
-            if key not in cls._by_database:
-                cls._by_database[key] = cls(f"{key}-writer.lock" if on_disk and _fcntl is not None else None)
-            return cls._by_database[key]
-
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        with self._threads:
-            if self._lock_path is None:
-                yield
-                return
-            descriptor = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                _fcntl.flock(descriptor, _fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(descriptor)  # closing releases the flock
-
-
 @contextmanager
 def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A transaction that writes: committed on success, rolled back on error.
 
-    On SQLite writers queue for it (see `SqliteWriterQueue`); on PostgreSQL callers take the
-    row or advisory locks they need inside it.
+    On SQLite writers queue for it and the WAL is checkpointed behind them (see
+    `SqliteWriters`); on PostgreSQL callers take the row or advisory locks they need inside it.
     """
     if is_postgres(engine):
         with engine.begin() as conn:
             yield conn
         return
-    with SqliteWriterQueue.of(engine).turn(), engine.connect() as conn:
+    writers = SqliteWriters.of(engine)
+    with writers.turn(), engine.connect() as conn:
         conn.execution_options(**{_WRITES: True})  # in place: its BEGIN is IMMEDIATE
         with conn.begin():
             yield conn
+    writers.committed()
 
 
 def is_postgres(engine_or_connection: sa.Engine | sa.Connection) -> bool:
