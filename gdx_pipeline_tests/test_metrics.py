@@ -110,6 +110,36 @@ def test_an_empty_warehouse_gives_empty_results(engine):
     assert metrics.years_with_hires(engine) == {}
 
 
+def test_sqlite_counts_years_with_its_year_index_and_drops_the_old_time_index(tmp_path, folders):
+    engine = create_warehouse_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    create_schema(engine)
+    with engine.begin() as conn:  # a warehouse made by an older version: an index on the time itself
+        conn.exec_driver_sql("CREATE INDEX ix_hired_employees_datetime ON hired_employees (datetime)")
+    create_schema(engine)  # what every start does
+    with engine.connect() as conn:
+        indexes = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hired_employees'").all())
+    assert "ix_hired_employees_datetime" not in indexes
+    assert "substr(datetime, 1, 4)" in indexes["ix_hired_employees_year"]
+
+    load_rows(
+        engine,
+        folders,
+        "1,Alpha\n",
+        "1,Analyst\n",
+        "1,A,1999-12-31T23:59:59.999999Z,1,1\n2,B,2000-01-01T00:00:00Z,1,1\n3,C,2000-06-01T12:00:00+14:00,1,1\n4,D,2999-12-31T23:59:59Z,1,1\n",
+    )
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: args[2].startswith("SELECT") and statements.append(args[2:4]))
+    assert metrics.years_with_hires(engine) == {1999: 1, 2000: 2, 2999: 1}
+    assert metrics.hires_in_year(engine, 2000) == 2
+    with engine.connect() as conn:
+        for statement, parameters in statements:  # both read the year index, not the table
+            plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+            assert "USING INDEX ix_hired_employees_year" in plan, (statement, plan)
+    assert len(statements) == 2
+    engine.dispose()
+
+
 def _session_time_zone(database_url: str, zone: str) -> sa.Engine:
     """An engine whose PostgreSQL sessions run in `zone`: the metrics must not depend on it."""
     engine = create_warehouse_engine(database_url)
@@ -150,6 +180,7 @@ def test_quarters_are_utc_at_every_edge(engine, database_url, folders):
             ]
             assert metrics.quarterly_hires(current, 2020)[list(metrics.QUARTERS)].values.tolist() == [[0, 0, 0, 1]]
             assert metrics.years_with_hires(current) == {2020: 1, 2021: 3, 2022: 1}
+            assert [metrics.hires_in_year(current, year) for year in (2019, 2020, 2021, 2022)] == [0, 1, 3, 1]
     finally:
         shifted.dispose()
 

@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from gdx_pipeline.core.validation import RejectedRow
-from gdx_pipeline.core.warehouse import data_tables, is_postgres, rejected_rows
+from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, rejected_rows
 from gdx_pipeline.dictionary import TableSpec
 
 # Above this many staged rows (PostgreSQL), dropping the foreign keys and secondary indexes and
@@ -211,7 +211,7 @@ def drop_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_k
     """
     for constraint in table.foreign_key_constraints:
         conn.execute(sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False))
-    for index in table.indexes:
+    for index in indexes_on(table, conn.dialect.name):
         conn.execute(sa.schema.DropIndex(index, if_exists=True))
     if primary_key:
         conn.execute(sa.schema.DropConstraint(table.primary_key, isolate_from_table=False))
@@ -221,7 +221,7 @@ def create_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary
     """Rebuild what `drop_secondary_structures` dropped: one sorted build and one set-wise check each."""
     if primary_key:
         conn.execute(sa.schema.AddConstraint(table.primary_key, isolate_from_table=False))
-    for index in table.indexes:
+    for index in indexes_on(table, conn.dialect.name):
         conn.execute(sa.schema.CreateIndex(index))
     for constraint in table.foreign_key_constraints:
         conn.execute(sa.schema.AddConstraint(constraint, isolate_from_table=False))

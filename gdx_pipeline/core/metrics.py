@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata, write_transaction
+from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata, sqlite_hire_year, write_transaction
 from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL, NAME_MAX_LENGTH
 
 QUARTERS = ("Q1", "Q2", "Q3", "Q4")
@@ -230,17 +230,22 @@ def hires_per_department(engine: sa.Engine, year: int) -> pd.DataFrame:
 
 def hires_in_year(engine: sa.Engine, year: int) -> int:
     """How many employees `hired_employees` says were hired in `year` (UTC)."""
+    year = hiring_year(year)
     with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(_hired).where(_in_year(hiring_year(year)))).scalar_one()
+        in_year = _in_year(year) if is_postgres(conn) else sqlite_hire_year(_hired.c.datetime) == f"{year:04d}"
+        return conn.execute(sa.select(sa.func.count()).select_from(_hired).where(in_year)).scalar_one()
 
 
 def years_with_hires(engine: sa.Engine) -> dict[int, int]:
-    """{year: hires} for every year with at least one hire, found with index probes rather than a scan.
+    """{year: hires} for every year with at least one hire, read from an index rather than the table.
 
-    min/max of the indexed `datetime` bound the range; each year in it is then counted over its
-    own index range, so 10 M rows cost a few range counts, not a sort of the whole table.
+    PostgreSQL: min/max of the indexed `datetime` bound the range, and each year in it is counted
+    over its own index range. SQLite: one pass over its index of hire years, grouped.
     """
     with engine.connect() as conn:
+        if not is_postgres(conn):
+            year = sqlite_hire_year(_hired.c.datetime)
+            return {int(found): count for found, count in conn.execute(sa.select(year, sa.func.count()).group_by(year))}
         first, last = conn.execute(sa.select(sa.func.min(_hired.c.datetime), sa.func.max(_hired.c.datetime))).one()
         if first is None:
             return {}
