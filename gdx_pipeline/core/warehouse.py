@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,8 @@ from sqlalchemy.engine import make_url
 from gdx_pipeline.core.sqlite_writes import AUTOCHECKPOINT_BACKSTOP_PAGES, SqliteWriters
 from gdx_pipeline.dictionary import NAME_MAX_LENGTH, TABLES, TableSpec
 
+# PostgreSQL connections idle in the pool for longer than this are pinged before use.
+PING_AFTER_IDLE_SECONDS = 5.0
 _WRITES = "gdx_writes"  # execution option: this SQLite transaction writes (BEGIN IMMEDIATE)
 
 # Named primary keys, so the bulk loader can drop and rebuild them by name.
@@ -149,13 +152,41 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_warehouse_engine(url: str) -> sa.Engine:
+def create_warehouse_engine(url: str, *, ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> sa.Engine:
     url = normalize_database_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": 60})
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url)
+    _ping_idle_connections(engine, ping_after_idle_seconds)
+    return engine
+
+
+def _ping_idle_connections(engine: sa.Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection before handing it out when it sat unused for `idle_seconds`.
+
+    `pool_pre_ping` pings at every checkout: one more round trip per API batch (~10 % of the
+    PostgreSQL API's rows/s). A connection checked in moments ago is as alive as a ping would
+    say a moment later; one that sat idle may have been cut by a restart, a proxy or
+    `idle_session_timeout`, and is replaced (the pool's documented DisconnectionError protocol).
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):  # noqa: ANN001
+        record.info["gdx_checked_in"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy):  # noqa: ANN001
+        checked_in = record.info.get("gdx_checked_in")
+        if checked_in is None or time.monotonic() - checked_in < idle_seconds:
+            return  # new, or used a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise sa.exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
+        if not alive:
+            raise sa.exc.DisconnectionError("idle connection failed its ping")
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
