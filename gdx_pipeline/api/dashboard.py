@@ -22,8 +22,7 @@ def dashboard_html(engine, year: int | None) -> str:  # noqa: ANN001
     from gdx_pipeline.core import dashboard  # matplotlib comes with it: load it when first asked
 
     if year is None:
-        years = metrics.years_with_hires(engine)
-        year = max(years) if years else datetime.now(UTC).year
+        year = metrics.latest_hiring_year(engine) or datetime.now(UTC).year
     return dashboard.render_dashboard(dashboard.collect_dashboard_data(engine, year))
 
 

@@ -257,6 +257,16 @@ def years_with_hires(engine: sa.Engine) -> dict[int, int]:
     return years
 
 
+def latest_hiring_year(engine: sa.Engine) -> int | None:
+    """The latest year (UTC) with a hire, from one index probe; None when nobody was hired."""
+    with engine.connect() as conn:
+        if is_postgres(conn):
+            last = conn.execute(sa.select(sa.func.max(_hired.c.datetime))).scalar_one()
+            return None if last is None else _as_utc(last).year
+        last_year = conn.execute(sa.select(sa.func.max(sqlite_hire_year(_hired.c.datetime)))).scalar_one()
+        return None if last_year is None else int(last_year)
+
+
 def _as_utc(value: datetime | str) -> datetime:
     """SQLite hands back naive datetimes (they are UTC); aggregates over them may even come back as text."""
     if isinstance(value, str):
