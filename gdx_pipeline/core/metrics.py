@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata, sqlite_hire_year, write_transaction
+from gdx_pipeline.core.warehouse import SQLITE_HIRE_YEAR, data_tables, is_postgres, metadata, write_transaction
 from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL, NAME_MAX_LENGTH
 
 QUARTERS = ("Q1", "Q2", "Q3", "Q4")
@@ -232,7 +232,7 @@ def hires_in_year(engine: sa.Engine, year: int) -> int:
     """How many employees `hired_employees` says were hired in `year` (UTC)."""
     year = hiring_year(year)
     with engine.connect() as conn:
-        in_year = _in_year(year) if is_postgres(conn) else sqlite_hire_year(_hired.c.datetime) == f"{year:04d}"
+        in_year = _in_year(year) if is_postgres(conn) else SQLITE_HIRE_YEAR == f"{year:04d}"
         return conn.execute(sa.select(sa.func.count()).select_from(_hired).where(in_year)).scalar_one()
 
 
@@ -244,8 +244,8 @@ def years_with_hires(engine: sa.Engine) -> dict[int, int]:
     """
     with engine.connect() as conn:
         if not is_postgres(conn):
-            year = sqlite_hire_year(_hired.c.datetime)
-            return {int(found): count for found, count in conn.execute(sa.select(year, sa.func.count()).group_by(year))}
+            counts = sa.select(SQLITE_HIRE_YEAR, sa.func.count()).group_by(SQLITE_HIRE_YEAR)
+            return {int(found): count for found, count in conn.execute(counts)}
         first, last = conn.execute(sa.select(sa.func.min(_hired.c.datetime), sa.func.max(_hired.c.datetime))).one()
         if first is None:
             return {}
@@ -263,7 +263,7 @@ def latest_hiring_year(engine: sa.Engine) -> int | None:
         if is_postgres(conn):
             last = conn.execute(sa.select(sa.func.max(_hired.c.datetime))).scalar_one()
             return None if last is None else _as_utc(last).year
-        last_year = conn.execute(sa.select(sa.func.max(sqlite_hire_year(_hired.c.datetime)))).scalar_one()
+        last_year = conn.execute(sa.select(sa.func.max(SQLITE_HIRE_YEAR))).scalar_one()
         return None if last_year is None else int(last_year)
 
 

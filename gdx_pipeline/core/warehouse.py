@@ -75,21 +75,18 @@ def indexes_on(table: sa.Table, dialect: str) -> list[sa.Index]:
     return [index for index in table.indexes if index.info.get("dialect", dialect) == dialect]
 
 
-def sqlite_hire_year(column: sa.ColumnElement) -> sa.ColumnElement[str]:
-    """The UTC year of a SQLite timestamp: its text ("YYYY-MM-DD HH:MM:SS.ffffff", UTC) up to the
-    first dash. Literal arguments, so a query's expression matches the index's exactly."""
-    return sa.func.substr(column, sa.literal_column("1"), sa.literal_column("4"), type_=sa.String)
-
-
 # PostgreSQL: the hire time itself, which metrics, the year list and the year counts range over.
 only_on("postgresql", sa.Index("ix_hired_employees_datetime", data_tables["hired_employees"].c.datetime))
 # SQLite: only the hire year. Its metrics scan the table anyway (see `metrics`), and an index on
 # the time itself puts every new row at a random place in it: a 1,000-row API batch dirtied most
 # of its pages and wrote megabytes of WAL per commit (README, "API speed"). In the year index,
 # a batch's new rows land together at the end of their year's entries.
-only_on("sqlite", sa.Index("ix_hired_employees_year", sqlite_hire_year(data_tables["hired_employees"].c.datetime)))
-# Indexes that older versions created and this one no longer wants, by engine.
-RETIRED_INDEXES = {"sqlite": ("ix_hired_employees_datetime",)}
+# The year is the UTC timestamp text's ("YYYY-MM-DD HH:MM:SS.ffffff") first four characters;
+# literal arguments, so the queries that use this expression match the index's exactly.
+SQLITE_HIRE_YEAR = sa.func.substr(data_tables["hired_employees"].c.datetime, sa.literal_column("1"), sa.literal_column("4"), type_=sa.String)
+only_on("sqlite", sa.Index("ix_hired_employees_year", SQLITE_HIRE_YEAR))
+# SQLite indexes that older versions created and this one no longer wants.
+RETIRED_SQLITE_INDEXES = ("ix_hired_employees_datetime",)
 
 ingestion_ledger = sa.Table(
     "ingestion_ledger",
@@ -254,5 +251,5 @@ def create_schema(engine: sa.Engine) -> None:
     else:
         with write_transaction(engine) as conn:
             metadata.create_all(conn)
-            for name in RETIRED_INDEXES["sqlite"]:
+            for name in RETIRED_SQLITE_INDEXES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
