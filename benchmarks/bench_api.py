@@ -5,8 +5,8 @@
 For each backend it starts one real `uvicorn` server on loopback the way `gdx-api` serves
 (a child process with `--workers`, default gdx-api's; a fresh warehouse and a fresh
 DAGSTER_HOME, so every batch is also reported to Dagster), then sends `hired_employees`
-batches of 1,000 rows from `--clients` concurrent async httpx clients, bodies encoded before
-the clock starts:
+batches of 1,000 rows from `--clients` concurrent aiohttp clients, bodies encoded before the
+clock starts:
 
   gdx_pipeline   POST /tables/hired_employees/rows: the real endpoint (validation, set-wise
                  upsert, reject log, ledger, one transaction, a Dagster materialization)
@@ -22,8 +22,10 @@ the clock starts:
                  INSERTs, so on the wire it is not per-row. It checks and logs nothing
 
 All run side by side in the same server on the same tables (disjoint ids). Reported:
-p50/p99 latency per batch and rows/s over the whole concurrent run (wall clock). Results go to
-stdout and benchmarks/results/api.md. The PostgreSQL backend uses a fresh database
+p50/p99 latency per batch, rows/s over the whole concurrent run (wall clock), and the CPU time
+each batch cost the API's processes, a local PostgreSQL server's processes and the clients
+(psutil), which shows what the two shared cores are spent on. Results go to stdout and
+benchmarks/results/api.md. The PostgreSQL backend uses a fresh database
 `gdx_api_bench_*` on --postgres-url, dropped afterwards.
 """
 
@@ -31,12 +33,14 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,11 +129,81 @@ def serve(port: int, workers: int) -> None:
 
 
 @dataclass
+class Cpu:
+    """CPU seconds spent during one run: the API's processes, the database server's, the clients'."""
+
+    server: float
+    database: float | None  # None: PostgreSQL on another machine, not measured
+    clients: float
+
+
+class CpuMeter:
+    """Counts the CPU time of the server (with its worker processes), of a local PostgreSQL
+    server's processes and of this process (the clients) between `start` and `stop`."""
+
+    def __init__(self, server_pid: int, database_url: str):
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        self.server_pid = server_pid
+        self.local_postgres = url.get_backend_name() == "postgresql" and url.host in (None, "", "localhost", "127.0.0.1", "::1")
+        self._before: tuple[dict[int, float], dict[int, float], float] | None = None
+
+    @staticmethod
+    def _cpu_by_pid(processes: list) -> dict[int, float]:
+        import psutil
+
+        seconds = {}
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:  # exited meanwhile
+                continue
+            seconds[process.pid] = times.user + times.system
+        return seconds
+
+    def _server(self) -> dict[int, float]:
+        import psutil
+
+        server = psutil.Process(self.server_pid)
+        return self._cpu_by_pid([server, *server.children(recursive=True)])
+
+    def _database(self) -> dict[int, float]:
+        import psutil
+
+        if not self.local_postgres:
+            return {}
+        return self._cpu_by_pid([p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")])
+
+    @staticmethod
+    def _own() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self._before = (self._server(), self._database(), self._own())
+
+    def stop(self) -> Cpu:
+        assert self._before is not None, "start() first"
+        server, database, own = self._before
+
+        def spent(before: dict[int, float], after: dict[int, float]) -> float:
+            return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+        return Cpu(
+            server=spent(server, self._server()),
+            database=spent(database, self._database()) if self.local_postgres else None,
+            clients=self._own() - own,
+        )
+
+
+@dataclass
 class Run:
     name: str
     latencies: list[float]
     rows: int
     seconds: float
+    cpu: Cpu | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -138,6 +212,14 @@ class Run:
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    def cpu_ms_per_batch(self) -> str:
+        """`server / database / clients` CPU milliseconds per batch."""
+        if self.cpu is None:
+            return "-"
+        batches = len(self.latencies)
+        database = "-" if self.cpu.database is None else f"{self.cpu.database / batches * 1000:.1f}"
+        return f"{self.cpu.server / batches * 1000:.1f} / {database} / {self.cpu.clients / batches * 1000:.1f}"
 
 
 def employees(first_id: int) -> list[dict]:
@@ -153,41 +235,49 @@ def employees(first_id: int) -> list[dict]:
     ]
 
 
-async def run_clients(base_url: str, path: str, name: str, clients: int, batches: int, first_id: int) -> Run:
-    import httpx
+async def run_clients(
+    base_url: str, path: str, name: str, clients: int, batches: int, first_id: int, meter: CpuMeter | None = None
+) -> Run:
+    import aiohttp
 
-    # Bodies are encoded before the clock starts: the clients share the server's two cores, and
-    # what they spend encoding JSON is not the server's work (wrk would spend nothing).
+    # Bodies are encoded before the clock starts, and the client is aiohttp (its HTTP parser is C):
+    # the clients share the server's two cores, and what they spend is not the server's work.
+    # httpx spent ~3.7 ms of CPU per 1,000-row request here, aiohttp ~0.8 (wrk would spend ~0).
     payloads = [
         [json.dumps({"rows": employees(first_id + (c * batches + b) * BATCH_ROWS)}).encode() for b in range(batches)]
         for c in range(clients)
     ]
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(base_url, timeout=timeout, connector=aiohttp.TCPConnector(limit=clients)) as http:
 
         async def client(bodies: list[bytes]) -> None:
             for body in bodies:
                 started = time.perf_counter()
-                response = await http.post(path, content=body, headers={"Content-Type": "application/json"})
+                async with http.post(path, data=body, headers={"Content-Type": "application/json"}) as response:
+                    text = await response.text()
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{name}: {response.status_code} {response.text[:300]}")
+                if response.status != 200:
+                    raise RuntimeError(f"{name}: {response.status} {text[:300]}")
 
+        if meter:
+            meter.start()
         started = time.perf_counter()
         await asyncio.gather(*(client(bodies) for bodies in payloads))
         seconds = time.perf_counter() - started
-    return Run(name, latencies, clients * batches * BATCH_ROWS, seconds)
+        cpu = meter.stop() if meter else None
+    return Run(name, latencies, clients * batches * BATCH_ROWS, seconds, cpu)
 
 
 async def seed(base_url: str) -> None:
-    import httpx
+    import aiohttp
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+    async with aiohttp.ClientSession(base_url) as http:
         departments = [{"id": i, "department": f"Department {i}"} for i in range(1, DEPARTMENTS + 1)]
         jobs = [{"id": i, "job": f"Job {i}"} for i in range(1, JOBS + 1)]
         for path, rows in (("/tables/departments/rows", departments), ("/tables/jobs/rows", jobs)):
-            response = await http.post(path, json={"rows": rows})
-            response.raise_for_status()
+            async with http.post(path, json={"rows": rows}) as response:
+                response.raise_for_status()
 
 
 def free_port() -> int:
@@ -197,16 +287,15 @@ def free_port() -> int:
 
 
 def wait_until_healthy(base_url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("the server exited during startup")
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # refused while starting, or 503 (HTTPError) until the database answers
             pass
         time.sleep(0.2)
     raise RuntimeError("the server did not become healthy in time")
@@ -236,9 +325,10 @@ def bench_backend(label: str, database_url: str, work: Path, args: argparse.Name
         from gdx_pipeline.api.orchestration import REPORT_LINGER_SECONDS
 
         time.sleep(REPORT_LINGER_SECONDS + 1)  # the first report to Dagster (which sets up its storage) happens now, unmeasured
-        runs = [asyncio.run(run_clients(base_url, OUR_PATH, "gdx_pipeline", args.clients, args.batches, 1))]
+        meter = CpuMeter(server.pid, database_url)
+        runs = [asyncio.run(run_clients(base_url, OUR_PATH, "gdx_pipeline", args.clients, args.batches, 1, meter))]
         for n, (name, path) in enumerate(PEERS.items()):
-            runs.append(asyncio.run(run_clients(base_url, path, name, args.clients, args.peer_batches, (n + 1) * 100_000_000)))
+            runs.append(asyncio.run(run_clients(base_url, path, name, args.clients, args.peer_batches, (n + 1) * 100_000_000, meter)))
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -281,10 +371,12 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> str:
         "",
         f"`benchmarks/bench_api.py --clients {args.clients} --batches {args.batches} --peer-batches {args.peer_batches} "
         f"--workers {args.workers}` on {os.cpu_count()} cores (load average at the end: {load}); uvicorn with "
-        f"{args.workers} worker(s); server and clients on one machine (loopback). `× per-row` is rows/s over the per-row ORM peer's.",
+        f"{args.workers} worker(s); server and clients on one machine (loopback). `× per-row` is rows/s over the per-row ORM peer's. "
+        "`CPU ms / batch`: CPU time during the run per 1,000-row batch of the API server's processes / the local PostgreSQL "
+        "server's processes (SQLite runs inside the API) / the clients.",
         "",
-        "| backend | endpoint | batches | p50 ms | p99 ms | rows/s | × per-row |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| backend | endpoint | batches | p50 ms | p99 ms | rows/s | × per-row | CPU ms / batch: API / database / clients |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for backend, runs in results.items():
         per_row = next(run for run in runs if run.name == "per-row ORM")
@@ -292,7 +384,7 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> str:
             ratio = run.rows_per_second / per_row.rows_per_second
             lines.append(
                 f"| {backend} | {run.name} | {len(run.latencies)} | {run.percentile(0.5) * 1000:,.1f} | "
-                f"{run.percentile(0.99) * 1000:,.1f} | {run.rows_per_second:,.0f} | {ratio:,.1f} |"
+                f"{run.percentile(0.99) * 1000:,.1f} | {run.rows_per_second:,.0f} | {ratio:,.1f} | {run.cpu_ms_per_batch()} |"
             )
     lines += [
         "",

@@ -20,7 +20,7 @@ fi
 STAMP=.venv/.gdx-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  .venv/bin/python -m pip install --quiet -e ".[test,bench]"
   touch "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
