@@ -301,7 +301,11 @@ def wait_until_healthy(base_url: str, process: subprocess.Popen, timeout: float 
     raise RuntimeError("the server did not become healthy in time")
 
 
-def bench_backend(label: str, database_url: str, work: Path, args: argparse.Namespace) -> list[Run]:
+def bench_backend(label: str, database_url: str, work: Path, args: argparse.Namespace) -> tuple[int, list[Run]]:
+    """(uvicorn workers, runs) for one backend."""
+    from gdx_pipeline.api.server import default_workers
+
+    workers = args.workers or default_workers(database_url)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     dagster_home = work / f"dagster_home_{label}"
@@ -314,14 +318,14 @@ def bench_backend(label: str, database_url: str, work: Path, args: argparse.Name
         "DAGSTER_HOME": str(dagster_home),
     }
     env.pop("GDX_API_TOKEN", None)
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--workers", str(args.workers)], env=env, cwd=ROOT)
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--workers", str(workers)], env=env, cwd=ROOT)
     try:
         wait_until_healthy(base_url, server)
         asyncio.run(seed(base_url))
         # Warm every path (imports, connection pools, statement caches) in every worker, unmeasured.
-        asyncio.run(run_clients(base_url, OUR_PATH, "warm-up", args.workers * 2, 2, 900_000_000))
+        asyncio.run(run_clients(base_url, OUR_PATH, "warm-up", workers * 2, 2, 900_000_000))
         for n, path in enumerate(PEERS.values()):
-            asyncio.run(run_clients(base_url, path, "warm-up", args.workers * 2, 1, 950_000_000 + n * 10_000_000))
+            asyncio.run(run_clients(base_url, path, "warm-up", workers * 2, 1, 950_000_000 + n * 10_000_000))
         from gdx_pipeline.api.orchestration import REPORT_LINGER_SECONDS
 
         time.sleep(REPORT_LINGER_SECONDS + 1)  # the first report to Dagster (which sets up its storage) happens now, unmeasured
@@ -335,7 +339,7 @@ def bench_backend(label: str, database_url: str, work: Path, args: argparse.Name
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    return runs
+    return workers, runs
 
 
 def fresh_postgres_database(server_url: str) -> tuple[str, str]:
@@ -366,12 +370,15 @@ def drop_postgres_database(server_url: str, name: str) -> None:
 
 def report(results: dict[str, list[Run]], args: argparse.Namespace) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    command = f"benchmarks/bench_api.py --clients {args.clients} --batches {args.batches} --peer-batches {args.peer_batches}"
+    if args.workers:
+        command += f" --workers {args.workers}"
     lines = [
         f"# API benchmark: {BATCH_ROWS:,}-row batches of hired_employees, {args.clients} concurrent clients",
         "",
-        f"`benchmarks/bench_api.py --clients {args.clients} --batches {args.batches} --peer-batches {args.peer_batches} "
-        f"--workers {args.workers}` on {os.cpu_count()} cores (load average at the end: {load}); uvicorn with "
-        f"{args.workers} worker(s); server and clients on one machine (loopback). `× per-row` is rows/s over the per-row ORM peer's. "
+        f"`{command}` on {os.cpu_count()} cores (load average at the end: {load}); "
+        "uvicorn with the workers named beside each backend (gdx-api's default for its engine unless --workers); "
+        "server and clients on one machine (loopback). `× per-row` is rows/s over the per-row ORM peer's. "
         "`CPU ms / batch`: CPU time during the run per 1,000-row batch of the API server's processes / the local PostgreSQL "
         "server's processes (SQLite runs inside the API) / the clients.",
         "",
@@ -398,12 +405,10 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> str:
 
 
 def main() -> int:
-    from gdx_pipeline.api.server import default_workers
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=default_workers(), help="uvicorn worker processes (default: gdx-api's)")
+    parser.add_argument("--workers", type=int, help="uvicorn worker processes (default: gdx-api's for each engine)")
     parser.add_argument("--batches", type=int, default=25, help="batches per client for gdx_pipeline (default 25)")
     parser.add_argument("--peer-batches", type=int, default=5, help="batches per client for each peer (default 5)")
     parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
@@ -421,11 +426,13 @@ def main() -> int:
         work = Path(folder)
         for backend in args.backends:
             if backend == "sqlite":
-                results["SQLite"] = bench_backend("sqlite", f"sqlite:///{work / 'bench.sqlite'}", work, args)
+                workers, runs = bench_backend("sqlite", f"sqlite:///{work / 'bench.sqlite'}", work, args)
+                results[f"SQLite ({workers} worker{'s' if workers > 1 else ''})"] = runs
             else:
                 url, name = fresh_postgres_database(args.postgres_url)
                 try:
-                    results["PostgreSQL"] = bench_backend("postgres", url, work, args)
+                    workers, runs = bench_backend("postgres", url, work, args)
+                    results[f"PostgreSQL ({workers} worker{'s' if workers > 1 else ''})"] = runs
                 finally:
                     drop_postgres_database(args.postgres_url, name)
     text = report(results, args)

@@ -50,14 +50,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_workers_default_to_web_concurrency_else_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_default_to_web_concurrency_else_by_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    sqlite, postgres = "sqlite:///data/gdx.sqlite", "postgresql+psycopg://postgres@db:5432/gdx"
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
-    assert default_workers() == 3
+    assert default_workers(sqlite) == default_workers(postgres) == 3
     for ignored in ("", "0", "-2", "many"):
         monkeypatch.setenv("WEB_CONCURRENCY", ignored)
-        assert default_workers() == 1
+        assert default_workers(postgres) == 1
     monkeypatch.delenv("WEB_CONCURRENCY")
-    assert default_workers() == 1
+    assert default_workers(postgres) == 1
+    # SQLite does all of a batch's work in the API's processes: two keep its single writer fed.
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert default_workers(sqlite) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert default_workers(sqlite) == 1
+
+
+def test_the_command_refuses_fewer_than_one_worker(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--port", "1", "--workers", "0"]) == 2
+    assert "--workers must be 1 or more" in capsys.readouterr().err
 
 
 def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:

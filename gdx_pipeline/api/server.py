@@ -16,6 +16,7 @@ import socket
 import sys
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from gdx_pipeline.api.settings import TOKEN_ENV, ApiSettings, SettingsError
 
@@ -23,15 +24,28 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
 
-def default_workers() -> int:
-    """WEB_CONCURRENCY when set (uvicorn's and gunicorn's convention), else 1.
+def default_workers(database_url: str) -> int:
+    """WEB_CONCURRENCY when set (uvicorn's and gunicorn's convention), else by where the
+    warehouse does its work.
 
-    On a 2-core machine that also runs the database, one worker measured better than two
-    (benchmarks/bench_api.py: p99 86-102 ms against 121-125 ms on PostgreSQL, the same on
-    SQLite): a second process only competes with the database for the cores. Where the
-    database runs elsewhere and there are cores to spare, raise it."""
+    PostgreSQL: 1. Its own processes do most of a batch's work (benchmarks/bench_api.py on 2
+    cores: ~27 ms of CPU a batch in PostgreSQL, ~16 in the API), so on a machine that also runs
+    the database a second API process only competes with it: 33 k rows/s and p99 187 ms with
+    two workers against 39-43 k and 167-193 ms with one. Where the database runs elsewhere and
+    there are cores to spare, raise it.
+
+    SQLite: 2 where there are 2 cores or more. All of a batch's work happens in the API's
+    process, and one process runs its Python on one core at a time; SQLite's single writer
+    is busy about half of a batch's time, so a second process keeps it fed and a third would
+    mostly queue for it: 41-49 k rows/s, p50 77-91 ms with two workers against 30-37 k,
+    108-135 ms with one.
+    """
     configured = os.environ.get("WEB_CONCURRENCY", "").strip()
-    return int(configured) if configured.isdigit() and int(configured) > 0 else 1
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    if make_url(database_url).get_backend_name() == "sqlite":
+        return min(2, os.cpu_count() or 1)
+    return 1
 
 
 def is_loopback(host: str) -> bool:
@@ -86,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument(
-        "--workers", type=int, default=default_workers(), help="uvicorn worker processes (default: $WEB_CONCURRENCY, else 1)"
+        "--workers",
+        type=int,
+        help="uvicorn worker processes (default: $WEB_CONCURRENCY, else 2 on SQLite and 1 on PostgreSQL)",
     )
     args = parser.parse_args(argv)
 
@@ -95,21 +111,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gdx-api: {refusal}", file=sys.stderr)
         return 2
     try:
-        ApiSettings.from_environment()
+        settings = ApiSettings.from_environment()
     except SettingsError as error:
         print(f"gdx-api: {error}", file=sys.stderr)
         return 2
+    if args.workers is not None and args.workers < 1:
+        print(f"gdx-api: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
+        return 2
+    workers = args.workers or default_workers(settings.warehouse.url())
 
     import uvicorn
 
-    if args.workers > 1:
+    if workers > 1:
         prepare_dagster_storage()
     uvicorn.run(
         "gdx_pipeline.api.server:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
-        workers=args.workers,
+        workers=workers,
         proxy_headers=False,
         server_header=False,
         log_level="info",
