@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import lock_table_for_writes
+from gdx_pipeline.core.loading import known_keys
 from gdx_pipeline.core.validation import SeenIds, _parse_timestamp, check_rows
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, write_transaction
 from gdx_pipeline.dictionary import table_spec
@@ -139,6 +140,30 @@ def test_row_rules_run_without_a_database_and_foreign_keys_are_added_under_the_l
     assert [r.split(":")[0] for r in reasons[3]] == ["name", "department_id"]  # dictionary order, both kept
     assert reasons[4] == ["id: duplicate of an earlier row in this file (got 1)"]
     assert outcome.counts.inserted == 1 and table_count(engine, "hired_employees") == 1
+
+
+def test_a_batch_looks_up_only_the_foreign_keys_its_rows_name(engine: sa.Engine) -> None:
+    seed(engine, departments=5, jobs=400)
+    rows = [
+        employee(1, department_id=2),
+        employee(2, department_id=9),
+        {**employee(3), "job_id": 300},
+        {**employee(4), "department_id": "x"},
+        employee(5, department_id=2**31),  # beyond any id: looked up nowhere (PostgreSQL refuses to compare it)
+    ]
+    checked = check_rows(EMPLOYEES, block_from_mappings(EMPLOYEES, rows))
+    with engine.connect() as conn:
+        everything = known_keys(conn, EMPLOYEES)
+        named = known_keys(conn, EMPLOYEES, among=checked.typed)
+    assert sorted(everything["department_id"]) == [1, 2, 3, 4, 5] and len(everything["job_id"]) == 400
+    # Department 9 does not exist and "x" names none; job 300 does, beside job 1 of the others.
+    assert sorted(named["department_id"]) == [1, 2] and sorted(named["job_id"]) == [1, 300]
+    outcome = apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id="lookup")
+    rejected = {r.line: r.reasons for r in outcome.rejected}
+    assert rejected[2] == ["department_id: no such id in departments (got 9)"]
+    assert rejected[4] == ["department_id: not an integer (got 'x')"]
+    assert sorted(rejected) == [2, 4, 5] and all(r.startswith("department_id: ") for r in rejected[5])
+    assert outcome.counts.inserted == 2 and table_count(engine, "hired_employees") == 2
 
 
 # --- SQLite: writers queue instead of polling ---------------------------------------------------

@@ -158,7 +158,7 @@ def _write_batch(
     block = checked.block
     with write_transaction(engine) as conn:
         lock_table_for_writes(conn, spec, shared=True)
-        validated = RowValidator(spec, known_keys(conn, spec)).settle(checked)
+        validated = RowValidator(spec, known_keys(conn, spec, among=checked.typed)).settle(checked)
         upsert = StagedUpsert(conn, spec)
         upsert.add(validated.valid)
         counts = upsert.apply()

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from gdx_pipeline.core.validation import RejectedRow
 from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, rejected_rows
-from gdx_pipeline.dictionary import TableSpec
+from gdx_pipeline.dictionary import ID_MAX, ID_MIN, TableSpec
 
 # Above this many staged rows (PostgreSQL), dropping the foreign keys and secondary indexes and
 # rebuilding them after the insert (one sorted index build, one set-wise key check) beats
@@ -236,13 +237,24 @@ def estimated_rows(size_bytes: int) -> int:
     return size_bytes // 64
 
 
-def known_keys(conn: sa.Connection, spec: TableSpec) -> dict[str, list[int]]:
-    """For each foreign key of `spec`, the ids that exist now in the referenced table (one query)."""
+def known_keys(conn: sa.Connection, spec: TableSpec, *, among: pa.Table | None = None) -> dict[str, list[int]]:
+    """For each foreign key of `spec`, the ids that exist now in the referenced table (one query).
+
+    With `among` (typed rows of `spec`), only those of the ids the rows refer to: what an API
+    batch needs, at a cost that does not grow with the referenced tables (a 1,000-row batch
+    took ~200 ms instead of ~20-40 with 100,000 jobs when it read them all)."""
     if not spec.foreign_keys:
         return {}
-    selects = [
-        sa.select(sa.literal(fk.column).label("fk"), data_tables[fk.table].c[fk.target_column].label("id")) for fk in spec.foreign_keys
-    ]
+    selects = []
+    for fk in spec.foreign_keys:
+        target = data_tables[fk.table].c[fk.target_column]
+        select = sa.select(sa.literal(fk.column).label("fk"), target.label("id"))
+        if among is not None:
+            named = pc.unique(among.column(fk.column).drop_null())
+            # An id outside the dictionary's range exists nowhere (and PostgreSQL refuses to compare it).
+            named = pc.filter(named, pc.and_(pc.greater_equal(named, ID_MIN), pc.less_equal(named, ID_MAX)))
+            select = select.where(target.in_(named.to_pylist()))
+        selects.append(select)
     keys: dict[str, list[int]] = {fk.column: [] for fk in spec.foreign_keys}
     for column, id_ in conn.execute(sa.union_all(*selects)):
         keys[column].append(id_)
