@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 
@@ -78,9 +79,9 @@ def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
     env.pop(TOKEN_ENV, None)
     (tmp_path / "dagster_home").mkdir()
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gdx_pipeline.api", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    env.pop("WEB_CONCURRENCY", None)
+    # No --workers: on SQLite gdx-api's default, two worker processes on this 2-core machine.
+    server = subprocess.Popen([sys.executable, "-m", "gdx_pipeline.api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         health = None
         for _ in range(300):  # bounded: up to ~60 s for a cold start on a busy machine
@@ -108,3 +109,11 @@ def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    # Every worker reported its batches to the one Dagster instance before it stopped.
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
+    try:
+        records = instance.fetch_materializations(dg.AssetKey("jobs"), limit=1_000).records
+        reported = [request_id for r in records for request_id in r.asset_materialization.metadata["request_ids"].value]
+    finally:
+        instance.dispose()
+    assert sorted(reported) == sorted(p["request_id"] for p in posted)
