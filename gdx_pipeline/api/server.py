@@ -16,9 +16,9 @@ import socket
 import sys
 
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from gdx_pipeline.api.settings import TOKEN_ENV, ApiSettings, SettingsError
+from gdx_pipeline.core.warehouse import is_sqlite_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -43,7 +43,7 @@ def default_workers(database_url: str) -> int:
     configured = os.environ.get("WEB_CONCURRENCY", "").strip()
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
-    if make_url(database_url).get_backend_name() == "sqlite":
+    if is_sqlite_url(database_url):
         return min(2, os.cpu_count() or 1)
     return 1
 

@@ -149,9 +149,14 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def is_sqlite_url(url: str) -> bool:
+    """The warehouse at `url` is a SQLite database (embedded), not a PostgreSQL server."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
 def create_warehouse_engine(url: str, *, ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> sa.Engine:
     url = normalize_database_url(url)
-    if make_url(url).get_backend_name() == "sqlite":
+    if is_sqlite_url(url):
         engine = sa.create_engine(url, connect_args={"timeout": 60})
         _configure_sqlite(engine)
         return engine
