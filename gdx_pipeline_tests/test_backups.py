@@ -3,6 +3,7 @@ and a backup killed half-way."""
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,8 +27,10 @@ from gdx_pipeline.core.backups import (
     list_backups,
     list_snapshots,
     manifest_path,
+    missing_tables,
     prune_backups,
     resolve_backup,
+    restore_snapshot,
     restore_table,
 )
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
@@ -216,14 +219,15 @@ def test_retention_keeps_the_newest(sqlite_url, folders):
     engine = create_warehouse_engine(sqlite_url)
     create_schema(engine)
     made = [backup_table(engine, folders, "departments").file for _ in range(5)]
-    removed = prune_backups(folders, "departments", keep=2)
-    assert sorted(removed) == sorted(made[:3])
+    removed = prune_backups(folders, keep=2)
+    assert removed.keys() == {"departments"}
+    assert sorted(removed["departments"]) == sorted(made[:3])
     assert [b.name for b in list_backups(folders, "departments")] == made[:2:-1]
     for name in removed:
         assert not (folders.backups / "departments" / name).exists()
         assert not manifest_path(folders.backups / "departments" / name).exists()
     with pytest.raises(BackupError, match="at least 1"):
-        prune_backups(folders, "departments", keep=0)
+        prune_backups(folders, keep=0)
 
 
 def test_retention_never_deletes_the_last_intact_backup(sqlite_url, folders):
@@ -234,8 +238,8 @@ def test_retention_never_deletes_the_last_intact_backup(sqlite_url, folders):
         data = bytearray(path.read_bytes())
         data[-5] ^= 0xFF
         path.write_bytes(bytes(data))
-    removed = prune_backups(folders, "jobs", keep=2)
-    assert removed == [made[0].name], "the newest intact backup (made[1]) is kept beyond the retention"
+    removed = prune_backups(folders, keep=2)
+    assert removed == {"jobs": [made[0].name]}, "the newest intact backup (made[1]) is kept beyond the retention"
     assert [b.path for b in list_backups(folders, "jobs")] == [made[3], made[2], made[1]]
 
 
@@ -245,6 +249,54 @@ def test_backup_job_applies_retention(loaded):
         backup_tables(engine, folders, retention=2)
     for table in BACKUP_TABLES:
         assert len(list_backups(folders, table)) == 2
+
+
+def test_retention_keeps_a_snapshot_whole_while_any_table_keeps_it(engine, folders):
+    """The defect: one table backed up on its own until retention took its part of an older
+    full snapshot, which then restored without it. Now the older snapshot stays whole (the
+    table keeps more than `keep`), until no table keeps it; then it goes as a whole."""
+    whole = backup_tables(engine, folders, retention=2)[0].snapshot_id
+    alone = [backup_table(engine, folders, "jobs", retention=2) for _ in range(3)]
+    assert alone[-1].pruned == [alone[0].file], "a one-table snapshot nobody keeps goes"
+    assert set(list_snapshots(folders)[whole]) == set(BACKUP_TABLES), "the full snapshot kept all its tables"
+    assert [b.name for b in list_backups(folders, "jobs")] == [alone[2].file, alone[1].file, f"jobs__{whole}{AVRO_SUFFIX}"], (
+        "jobs keeps its newest 2, and its part of the full snapshot the other tables keep"
+    )
+    assert [r.snapshot_id for r in restore_snapshot(engine, folders, whole)] == [whole] * len(BACKUP_TABLES)
+
+    later = [backup_tables(engine, folders, retention=2) for _ in range(2)]
+    snapshots = list_snapshots(folders)
+    assert whole not in snapshots, "no table keeps the first full snapshot any more: all of it went"
+    assert set(snapshots) == {later[0][0].snapshot_id, later[1][0].snapshot_id}
+    assert [b.name for b in list_backups(folders, "jobs")] == [r.file for r in (later[1][1], later[0][1])]
+    pruned_jobs = sorted(later[0][1].pruned + later[1][1].pruned)
+    assert pruned_jobs == sorted([f"jobs__{whole}{AVRO_SUFFIX}", alone[1].file, alone[2].file])
+
+
+def test_retention_never_breaks_a_snapshot_whatever_the_runs(sqlite_url, folders):
+    """Random runs of random table subsets and retention settings (a fixed seed): after each,
+    every snapshot on disk is whole and each table keeps at least its newest `keep` backups."""
+    engine = create_warehouse_engine(sqlite_url)
+    create_schema(engine)
+    rng = random.Random(20240612)
+    taken: dict[str, list[str]] = {table: [] for table in BACKUP_TABLES}  # file names, oldest first
+    taken_of: dict[str, set[str]] = {}  # snapshot id -> the tables that run backed up
+    for _ in range(40):
+        tables = rng.sample(list(BACKUP_TABLES), rng.randint(1, len(BACKUP_TABLES)))
+        keep = rng.randint(1, 3)
+        on_disk = {table: [b.name for b in list_backups(folders, table)] for table in BACKUP_TABLES}
+        for result in backup_tables(engine, folders, tables, retention=keep):
+            taken[result.table].append(result.file)
+            taken_of.setdefault(result.snapshot_id, set()).add(result.table)
+            on_disk[result.table].insert(0, result.file)
+        for snapshot_id, members in list_snapshots(folders).items():
+            assert set(members) == taken_of[snapshot_id], f"snapshot {snapshot_id} was broken"
+            assert missing_tables(members) == []
+        for table in BACKUP_TABLES:
+            listed = [b.name for b in list_backups(folders, table)]
+            assert listed[:keep] == on_disk[table][:keep], "a table keeps its newest backups"
+            assert set(listed) <= set(taken[table])
+            assert len(listed) <= keep * len(BACKUP_TABLES), "at most the snapshots some table keeps"
 
 
 KILLED_BACKUP = """
@@ -300,7 +352,7 @@ def test_backup_killed_half_way_leaves_nothing_to_restore(loaded, database_url, 
     # Retention clears the dead part file once it is old enough to be sure nothing writes it.
     old = time.time() - 2 * 24 * 3600
     os.utime(parts[0], (old, old))
-    assert prune_backups(folders, "hired_employees", keep=14) == [parts[0].name]
+    assert prune_backups(folders, keep=14) == {"hired_employees": [parts[0].name]}
 
 
 def test_helper_process_writes_the_same_backup(loaded, monkeypatch):

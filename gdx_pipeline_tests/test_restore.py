@@ -298,3 +298,52 @@ def test_no_snapshot_yet(loaded):
         restore_snapshot(engine, folders, "latest")
     with pytest.raises(BackupNotFoundError, match="no snapshot 'nope'"):
         restore_snapshot(engine, folders, "nope")
+
+
+# --- whole snapshots -------------------------------------------------------------------------
+
+
+def test_an_incomplete_snapshot_is_refused_naming_the_missing_tables(backed_up):
+    """A snapshot that lost a table's backup (deleted by hand, or by retention before it kept
+    snapshots whole) is refused as a whole; the tables it still has are not restored."""
+    engine, folders, _, results = backed_up
+    snapshot_id = results["jobs"].snapshot_id
+    for table in ("jobs", "rejected_rows"):
+        results[table].path.unlink()
+    with engine.begin() as conn:
+        conn.execute(data_tables["departments"].update().values(department="renamed"))
+    before = all_tables(engine)
+    with pytest.raises(RestoreRefusedError, match=f"snapshot {snapshot_id} is incomplete: .*the backup of jobs, rejected_rows is gone") as raised:
+        restore_snapshot(engine, folders, snapshot_id)
+    assert raised.value.details["missing_tables"] == ["jobs", "rejected_rows"]
+    assert all_tables(engine) == before, "no table of the incomplete snapshot was restored"
+    with pytest.raises(BackupNotFoundError, match="no snapshot that covers every table"):
+        restore_snapshot(engine, folders, "latest")
+
+
+def test_a_snapshot_of_some_tables_is_whole_and_restores_them(backed_up):
+    """Backing up some tables together makes a snapshot of those tables: restoring it restores
+    exactly them, together."""
+    engine, folders, before, _ = backed_up
+    pair = backup_tables(engine, folders, ["departments", "jobs"])
+    with engine.begin() as conn:
+        conn.execute(data_tables["departments"].update().values(department="renamed"))
+        conn.execute(data_tables["jobs"].update().values(job="renamed"))
+    results = restore_snapshot(engine, folders, pair[0].snapshot_id)
+    assert [r.table for r in results] == ["departments", "jobs"]
+    assert all_tables(engine) == before
+
+
+def test_a_manifest_from_before_snapshot_tables_counts_as_a_snapshot_of_every_table(backed_up):
+    """Older manifests do not say which tables their run took: a lone one is taken to be part of
+    a full snapshot and refused as incomplete, never restored in part."""
+    engine, folders, before, _ = backed_up
+    lone = backup_table(engine, folders, "jobs")
+    sidecar = manifest_path(lone.path)
+    manifest = json.loads(sidecar.read_text())
+    assert manifest.pop("snapshot_tables") == ["jobs"]
+    sidecar.write_text(json.dumps(manifest))
+    with pytest.raises(RestoreRefusedError, match="the backup of departments, hired_employees, rejected_rows is gone"):
+        restore_snapshot(engine, folders, lone.snapshot_id)
+    assert all_tables(engine) == before
+    assert restore_table(engine, folders, "jobs", lone.file).rows_restored == len(before["jobs"]), "the file itself still restores alone"

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -148,6 +148,8 @@ class BackupInfo:
     snapshot_id: str
     codec: str
     schema_fingerprint: str
+    # Every table the snapshot was taken of: all of them for backup_job, one for backup_table.
+    snapshot_tables: tuple[str, ...] = tuple(BACKUP_TABLES)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -214,8 +216,13 @@ def _read_manifest(path: Path) -> BackupInfo | None:
             snapshot_id=manifest["snapshot_id"],
             codec=manifest["codec"],
             schema_fingerprint=manifest["schema_fingerprint"],
+            # Manifests older than this field came from runs that could not say: assume every
+            # table, so a snapshot missing one is refused rather than restored in part.
+            snapshot_tables=tuple(manifest.get("snapshot_tables", BACKUP_TABLES)),
         )
     except (ValueError, KeyError, TypeError):
+        return None
+    if not set(info.snapshot_tables) <= set(BACKUP_TABLES) or info.table not in info.snapshot_tables:
         return None
     if manifest.get("format") != MANIFEST_FORMAT or info.name != path.name or info.table != parsed[0]:
         return None
@@ -244,6 +251,12 @@ def list_snapshots(folders: DataFolders) -> dict[str, dict[str, BackupInfo]]:
         for info in list_backups(folders, table):
             snapshots.setdefault(info.snapshot_id, {})[table] = info
     return dict(sorted(snapshots.items(), reverse=True))
+
+
+def missing_tables(snapshot: Mapping[str, BackupInfo]) -> list[str]:
+    """Tables a snapshot was taken of whose backup is no longer there (deleted, or its manifest lost)."""
+    taken = set().union(*(info.snapshot_tables for info in snapshot.values()))
+    return [table for table in BACKUP_TABLES if table in taken and table not in snapshot]
 
 
 def resolve_backup(folders: DataFolders, table: str, backup: str = "latest") -> BackupInfo:
@@ -447,11 +460,13 @@ def backup_tables(
     with SnapshotReader(engine) as snapshot:
         created = now_utc()
         snapshot_id = snapshot_id_at(created)
+        taken = tuple(table.name for table in selected)
         for table in selected:
-            results.append(_write_backup(snapshot, folders, table, snapshot_id, created, codec, chunk_rows, log))
+            results.append(_write_backup(snapshot, folders, table, snapshot_id, taken, created, codec, chunk_rows, log))
     if retention is not None:
+        pruned = prune_backups(folders, retention, log=log)
         for result in results:
-            result.pruned = prune_backups(folders, result.table, retention, log=log)
+            result.pruned = pruned.get(result.table, [])
         discard_stale_spools(folders)
     return results
 
@@ -467,6 +482,7 @@ def _write_backup(
     folders: DataFolders,
     table: BackupTable,
     snapshot_id: str,
+    snapshot_tables: tuple[str, ...],
     created: datetime,
     codec: str,
     chunk_rows: int,
@@ -514,6 +530,7 @@ def _write_backup(
             "sha256": written.sha256,
             "schema_fingerprint": table.schema_fingerprint,
             "snapshot_id": snapshot_id,
+            "snapshot_tables": list(snapshot_tables),
             "created": created.isoformat(),
             "codec": codec,
             "avro_schema": table.avro_schema,
@@ -597,37 +614,60 @@ def _write_atomically(path: Path, text: str) -> None:
 # Retention
 
 
-def prune_backups(folders: DataFolders, table: str, keep: int, *, log: Logger = _default_log) -> list[str]:
-    """Delete all but the newest `keep` backups of `table`, never the newest intact one.
+def prune_backups(folders: DataFolders, keep: int, *, log: Logger = _default_log) -> dict[str, list[str]]:
+    """Delete old backups by whole snapshots; return the names removed, by table.
 
-    If none of the kept backups matches its manifest's sha256 (say the disk corrupted them),
-    the newest older one that does is kept as well. Hidden part files of backups that died
-    more than a day ago are removed too.
+    Each table keeps its newest `keep` backups, and the newest one that still matches its
+    manifest's sha256 even if older (say the disk corrupted the newer ones). A snapshot any
+    table keeps is kept whole: a backup beyond its table's newest `keep` goes only when no
+    other table keeps a backup of its snapshot. So retention never leaves a snapshot that a
+    restore would find incomplete. A table backed up on its own (`backup_table`) makes a
+    snapshot of that one table, which counts towards that table's `keep` only; an older
+    snapshot of every table stays whole as long as any of its tables keeps it, so a table can
+    hold more than `keep` backups. Hidden part files of backups that died more than a day ago
+    are removed too.
     """
     if keep < 1:
         raise BackupError(f"retention must keep at least 1 backup per table, got {keep}")
-    backups = list_backups(folders, table)
-    kept, candidates = backups[:keep], backups[keep:]
-    if not any(_is_intact(info) for info in kept):
-        for info in candidates:
+    listed = {table: list_backups(folders, table) for table in BACKUP_TABLES}
+    kept = _kept_snapshots(listed, keep, log)
+    removed: dict[str, list[str]] = {}
+    for table, backups in listed.items():
+        for info in backups:
+            if info.snapshot_id not in kept:
+                manifest_path(info.path).unlink(missing_ok=True)
+                info.path.unlink(missing_ok=True)
+                removed.setdefault(table, []).append(info.name)
+        removed[table] = removed.get(table, []) + _remove_stale_parts(backup_folder(folders, table))
+        if removed[table]:
+            log.info(f"{table}: retention (keep {keep}, whole snapshots) removed {', '.join(removed[table])}")
+    return {table: names for table, names in removed.items() if names}
+
+
+def _kept_snapshots(listed: dict[str, list[BackupInfo]], keep: int, log: Logger) -> set[str]:
+    """Snapshot ids that some table keeps: its newest `keep`, and its newest intact backup."""
+    kept: set[str] = set()
+    for table, backups in listed.items():
+        newest = backups[:keep]
+        kept.update(info.snapshot_id for info in newest)
+        if any(_is_intact(info) for info in newest):
+            continue
+        for info in backups[keep:]:
             if _is_intact(info):
-                candidates.remove(info)
-                log.warning(f"{table}: no kept backup is intact; also keeping {info.name}")
+                log.warning(f"{table}: no kept backup is intact; also keeping {info.name} (and its snapshot)")
+                kept.add(info.snapshot_id)
                 break
-    removed = []
-    for info in candidates:
-        manifest_path(info.path).unlink(missing_ok=True)
-        info.path.unlink(missing_ok=True)
-        removed.append(info.name)
-    folder = backup_folder(folders, table)
+    return kept
+
+
+def _remove_stale_parts(folder: Path) -> list[str]:
     cutoff = time.time() - STALE_PART_AGE.total_seconds()
+    removed = []
     for part in folder.glob(f".*{PART_SUFFIX}") if folder.is_dir() else ():
         with contextlib.suppress(FileNotFoundError):
             if part.stat().st_mtime < cutoff:
                 part.unlink()
                 removed.append(part.name)
-    if removed:
-        log.info(f"{table}: retention (keep {keep}) removed {', '.join(removed)}")
     return removed
 
 
@@ -864,7 +904,11 @@ def restore_table(
 
 
 def resolve_snapshot(folders: DataFolders, snapshot: str = "latest") -> list[BackupInfo]:
-    """The backups of one snapshot: `latest` is the newest snapshot that covers every table."""
+    """The backups of one whole snapshot: `latest` is the newest snapshot that covers every table.
+
+    A named snapshot that lost the backup of a table it was taken of is refused
+    (RestoreRefusedError naming the missing tables), never restored in part.
+    """
     snapshots = list_snapshots(folders)
     snapshot = (snapshot or "").strip()
     if snapshot == "latest":
@@ -875,7 +919,18 @@ def resolve_snapshot(folders: DataFolders, snapshot: str = "latest") -> list[Bac
     if snapshot not in snapshots:
         known = ", ".join(list(snapshots)[:5]) or "none yet"
         raise BackupNotFoundError(f"no snapshot {snapshot!r}; use 'latest' or one of: {known}")
-    return list(snapshots[snapshot].values())
+    backups = snapshots[snapshot]
+    missing = missing_tables(backups)
+    if missing:
+        whole = [sid for sid, members in snapshots.items() if set(members) == set(BACKUP_TABLES)][:3]
+        raise RestoreRefusedError(
+            f"snapshot {snapshot} is incomplete: it was taken of {', '.join(t for t in BACKUP_TABLES if t in backups or t in missing)} "
+            f"but the backup of {', '.join(missing)} is gone (deleted, or its manifest is missing). Nothing was restored. "
+            f"Restore a whole snapshot ({', '.join(['latest', *whole])}), or this snapshot's remaining tables one at a time "
+            "with restore_table_job.",
+            {"missing_tables": missing, "present_tables": list(backups)},
+        )
+    return list(backups.values())
 
 
 def restore_snapshot(
