@@ -35,7 +35,6 @@ from pathlib import Path
 import fastavro
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa_pandas
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -51,11 +50,11 @@ from gdx_pipeline.core.avro_schema import (
     schema_signature,
 )
 from gdx_pipeline.core.avro_writer import AvroFileSpec, WrittenFile, write_avro
-from gdx_pipeline.core.csv_source import file_sha256
+from gdx_pipeline.core.csv_source import RecordBlock, file_sha256
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import Logger, lock_table_for_writes, now_utc
 from gdx_pipeline.core.loading import create_secondary_structures, drop_secondary_structures, quote_identifier
-from gdx_pipeline.core.validation import SeenIds
+from gdx_pipeline.core.validation import SeenIds, check_rows
 from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres, write_transaction
 from gdx_pipeline.dictionary import TABLES
 
@@ -743,12 +742,30 @@ def verify_backup(info: BackupInfo, spool_dir: Path, *, chunk_rows: int = CHUNK_
     if checker.failures:
         spool.unlink(missing_ok=True)
         listing = "; ".join(f"{rule}: {count:,}" for rule, count in checker.failures.items())
-        raise _refuse(info, f"{checker.failing_rows:,} row(s) break the data dictionary ({listing})", {"failing_rows": checker.failing_rows, "failures_by_rule": dict(checker.failures)})
+        raise _refuse(
+            info,
+            f"{checker.failing_rows:,} row(s) break the data dictionary ({listing})",
+            {"failing_rows": checker.failing_rows, "failures_by_rule": dict(checker.failures), "examples": checker.examples},
+        )
     if checker.rows != info.rows:
         spool.unlink(missing_ok=True)
         raise _refuse(info, f"the file holds {checker.rows:,} rows but its manifest says {info.rows:,}", {"rows": checker.rows, "expected_rows": info.rows})
     log.info(f"{info.name}: verified {checker.rows:,} rows (sha256, schema, data dictionary)")
     return VerifiedBackup(info, table, spool, checker.rows, checker.distinct_ids(), checker.foreign_value_counts())
+
+
+def _as_landing_text(values: pa.Array) -> pa.Array:
+    """A column as a landing file would write it. Times: naive UTC text plus `Z` (Arrow turns
+    naive times into text many times faster than zoned ones)."""
+    if pa.types.is_timestamp(values.type):
+        naive = values.cast(pa.timestamp(values.type.unit)).cast(pa.string())
+        return pc.binary_join_element_wise(naive, pa.scalar("Z"), "")
+    return values.cast(pa.string())
+
+
+def _excerpt(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(str(value)):,} characters)"
 
 
 def _check_schema(info: BackupInfo, table: BackupTable, writer_schema: str) -> None:
@@ -785,14 +802,24 @@ def _schema_differences(found: object, expected: dict) -> list[str]:
 
 
 class _RowChecker:
-    """Every row against the dictionary: the Pandera model for data tables (value ranges, lengths,
-    bounds), text lengths for the reject log, and primary keys unique across the whole file."""
+    """Every row against the dictionary, and primary keys unique across the whole file.
+
+    Data tables are judged by ingestion's own rule code (`check_rows`): each value is given to
+    it as text, so a backup passes exactly when its rows would load unchanged from a landing
+    file. A value ingestion would store differently — untrimmed text, whitespace-only (that is
+    missing) — is refused, not normalised: a restore puts back what the verified file holds or
+    nothing, and the table never held such values unless someone wrote them behind the
+    pipeline's back. The reject log has no dictionary model: its text lengths are checked.
+    """
+
+    EXAMPLES = 5  # reasons quoted in a refusal's details
 
     def __init__(self, table: BackupTable):
         self.table = table
         self.rows = 0
         self.failing_rows = 0
         self.failures: dict[str, int] = {}
+        self.examples: list[str] = []
         self._seen = SeenIds()
         self._keep_ids = bool(referencing_tables(table.name))
         self._ids: list[np.ndarray] = []
@@ -813,6 +840,8 @@ class _RowChecker:
         duplicates = self._seen.mark(np.where(in_range, key, 0), in_range)
         if duplicates.any():
             self._fail(f"{self.table.primary_key}: duplicate", int(duplicates.sum()))
+            for row in np.flatnonzero(duplicates)[: self.EXAMPLES - len(self.examples)]:
+                self.examples.append(f"{self.table.primary_key} {key[row]}: {self.table.primary_key}: duplicate of an earlier row")
             bad |= duplicates
         self.failing_rows += int(bad.sum())
         if self._keep_ids:
@@ -822,21 +851,27 @@ class _RowChecker:
             self._foreign[fk.column].append((values, counts))
 
     def _check_dictionary(self, batch: pa.RecordBatch) -> np.ndarray:
-        frame = batch.to_pandas()
-        for column in self.table.columns:
-            if column.kind in ("integer", "long"):
-                frame[column.name] = frame[column.name].astype("Int64")
-            elif column.kind == "text":
-                frame[column.name] = frame[column.name].astype("string")
-        bad = np.zeros(len(frame), dtype=bool)
-        try:
-            self.table.spec.schema.validate(frame, lazy=True)
-        except pa_pandas.errors.SchemaErrors as errors:
-            cases = errors.failure_cases
-            rows = cases["index"].dropna().astype(np.int64).unique()
-            bad[rows] = True
-            for (column, check), count in cases.groupby(["column", "check"]).size().items():
-                self._fail(f"{column}: {check}", int(count))
+        spec = self.table.spec
+        as_text = pa.table({column: _as_landing_text(batch.column(column)) for column in spec.columns})
+        checked = check_rows(spec, RecordBlock(as_text, np.arange(batch.num_rows), [], {}))
+        reasons = {row: list(found) for row, found in checked.reasons.items()}
+        for column in spec.columns:
+            original = batch.column(column)
+            stored = checked.typed.column(column).combine_chunks().cast(original.type)
+            differs = pc.and_(pc.is_valid(original), pc.fill_null(pc.not_equal(stored, original), True))
+            for row in np.flatnonzero(differs.to_numpy(zero_copy_only=False)):
+                row_reasons = reasons.setdefault(int(row), [])
+                if not any(reason.startswith(f"{column}:") for reason in row_reasons):
+                    value, kept = original[int(row)].as_py(), stored[int(row)].as_py()
+                    row_reasons.append(f"{column}: not as ingestion stores it (got {_excerpt(value)}, stored as {_excerpt(kept)})")
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        keys = batch.column(self.table.primary_key)
+        for row, row_reasons in sorted(reasons.items()):
+            bad[row] = True
+            for reason in row_reasons:
+                self._fail(reason.split(" (got ", 1)[0])
+                if len(self.examples) < self.EXAMPLES:
+                    self.examples.append(f"{self.table.primary_key} {keys[row].as_py()}: {reason}")
         return bad
 
     def _check_lengths(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -850,7 +885,7 @@ class _RowChecker:
                 bad |= too_long
         return bad
 
-    def _fail(self, rule: str, count: int) -> None:
+    def _fail(self, rule: str, count: int = 1) -> None:
         self.failures[rule] = self.failures.get(rule, 0) + count
 
     def distinct_ids(self) -> np.ndarray:
