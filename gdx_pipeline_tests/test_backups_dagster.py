@@ -14,12 +14,13 @@ from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables
 from gdx_pipeline.defs.backups.assets import backup_assets, backup_asset_key
 from gdx_pipeline.defs.backups.checks import backup_checks, latest_backup_result
-from gdx_pipeline.defs.backups.jobs import backup_job, restore_snapshot_job, restore_table_job
+from gdx_pipeline.defs.backups.jobs import backup_job, restore_snapshot_job, restore_snapshot_op, restore_table_job, restore_table_op
 from gdx_pipeline.defs.backups.resources import BackupSettingsError, BackupSettingsResource, backup_settings_from_environment
 from gdx_pipeline.defs.backups.schedules import build_nightly_backup_schedule, nightly_backup_schedule
 from gdx_pipeline.defs.ingest.assets import landing_files, quarantined_files, rejected_rows, table_assets
 from gdx_pipeline.defs.ingest.checks import table_checks
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
+from gdx_pipeline_tests.conftest import table_count
 from gdx_pipeline_tests.test_backups import all_tables
 
 table_checks_job = dg.define_asset_job("table_checks_job", selection=dg.AssetSelection.checks(*table_checks))
@@ -120,6 +121,82 @@ def test_refused_restore_fails_the_run_with_the_reason(sqlite_url, globant_landi
         assert all_tables(engine) == before
         assert not latest_backup_result(globant_landing, "jobs").passed, "the check sees the damaged backup too"
         assert latest_backup_result(globant_landing, "departments").passed
+
+
+def test_the_launchpad_offers_the_tables_as_a_list():
+    fields = restore_table_op.config_schema.config_type.fields
+    table = fields["table"].config_type
+    assert isinstance(table, dg.Enum)
+    assert [value.config_value for value in table.enum_values] == list(BACKUP_TABLES)
+    assert fields["table"].is_required
+    assert fields["backup"].default_value == "latest"
+    assert restore_snapshot_op.config_schema.config_type.fields["snapshot"].default_value == "latest"
+    job = pipeline("sqlite://", DataFolders(Path("unused"))).resolve_job_def("restore_table_job")
+    assert dg.validate_run_config(job, {"ops": {"restore_table": {"config": {"table": "jobs"}}}})
+    with pytest.raises(dg.DagsterInvalidConfigError, match="not in enum type BackupTableName got employees"):
+        dg.validate_run_config(job, {"ops": {"restore_table": {"config": {"table": "employees"}}}})
+
+
+def _metadata(result, table: str) -> dict[str, object]:
+    (event,) = [m for m in result.asset_materializations_for_node("table_backups") if m.asset_key == backup_asset_key(table)]
+    return {key: value.value for key, value in event.metadata.items()}
+
+
+def test_backups_are_listed_with_run_configs_to_paste(sqlite_url, globant_landing):
+    """Each backup materialization lists the backups on disk (after retention) and configs that
+    restore_table_job and restore_snapshot_job accept as they are."""
+    engine = create_warehouse_engine(sqlite_url)
+    create_schema(engine)
+    ingest_landing(engine, globant_landing, run_id="load")
+    defs = pipeline(sqlite_url, globant_landing, retention=2)
+    with dg.instance_for_test() as instance:
+        for _ in range(3):
+            backup = run(defs, "backup_job", instance)
+            assert backup.success
+        for table in BACKUP_TABLES:
+            metadata = _metadata(backup, table)
+            listed = list_backups(globant_landing, table)
+            records = [record.data for record in metadata["backups_on_disk"].records]
+            assert [r["file"] for r in records] == [b.name for b in listed] and len(listed) == 2, "as on disk after retention"
+            assert records[0] == {
+                "file": listed[0].name, "snapshot_id": listed[0].snapshot_id, "snapshot_tables": ", ".join(BACKUP_TABLES),
+                "rows": listed[0].rows, "created": listed[0].created.isoformat(),
+            }
+            assert metadata["restore_this_backup"] == {"ops": {"restore_table": {"config": {"table": table, "backup": listed[0].name}}}}
+            assert metadata["restore_this_snapshot"] == {"ops": {"restore_snapshot": {"config": {"snapshot": listed[0].snapshot_id}}}}
+
+        employees = data_tables["hired_employees"]
+        with engine.begin() as conn:
+            conn.execute(employees.delete().where(employees.c.id > 100))
+        older = [record.data["file"] for record in _metadata(backup, "hired_employees")["backups_on_disk"].records][1]
+        pasted = {"ops": {"restore_table": {"config": {"table": "hired_employees", "backup": older}}}}
+        restored = run(defs, "restore_table_job", instance, pasted)
+        assert restored.success
+        assert table_count(engine, "hired_employees") == 1929
+        assert run(defs, "restore_snapshot_job", instance, _metadata(backup, "jobs")["restore_this_snapshot"]).success
+
+
+def test_a_refused_restore_leads_with_its_reason(sqlite_url, globant_landing):
+    """The failure's description is the refusal, its counts are metadata, and the run's log
+    carries the reason on its own line before the failure and its stack."""
+    engine = create_warehouse_engine(sqlite_url)
+    create_schema(engine)
+    ingest_landing(engine, globant_landing, run_id="load")
+    snapshot_id = backup_tables(engine, globant_landing)[0].snapshot_id
+    list_backups(globant_landing, "jobs")[0].path.unlink()
+    defs = pipeline(sqlite_url, globant_landing)
+    with dg.instance_for_test() as instance:
+        result = run(defs, "restore_snapshot_job", instance, {"ops": {"restore_snapshot": {"config": {"snapshot": snapshot_id}}}})
+        entries = instance.all_logs(result.run_id)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    reason = failure.step_failure_data.user_failure_data.description
+    assert reason.startswith(f"snapshot {snapshot_id} is incomplete") and "the backup of jobs is gone" in reason
+    assert failure.step_failure_data.user_failure_data.metadata["missing_tables"].value == "jobs"
+    assert failure.step_failure_data.error.message.splitlines()[0].endswith(reason)
+    first_error = next(i for i, e in enumerate(entries) if e.level >= 40)
+    assert (entries[first_error].is_dagster_event, entries[first_error].user_message) == (False, reason), "the reason comes first, alone"
+    assert entries[first_error + 1].dagster_event.is_step_failure
 
 
 def test_schedule_requests_a_valid_backup_run():

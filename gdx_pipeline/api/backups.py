@@ -23,6 +23,7 @@ from gdx_pipeline.api.models import ErrorResponse
 from gdx_pipeline.core.avro_schema import BACKUP_TABLES
 from gdx_pipeline.core.backups import BackupInfo, list_backups
 from gdx_pipeline.defs.backups.assets import backup_asset_key
+from gdx_pipeline.defs.backups.listing import restore_table_run_config
 
 router = APIRouter(tags=["backups"])
 
@@ -170,7 +171,7 @@ async def restore(
         chosen = listed[listed.index(wanted)]  # the listing's own string goes on, not the request's
     else:
         raise NotFound(f"no backup named {wanted!r} for {table}; GET /tables/{table}/backups lists them, or use 'latest'")
-    run_config = {"ops": {"restore_table": {"config": {"table": table, "backup": chosen}}}}
+    run_config = restore_table_run_config(table, chosen)
     result = await run_in_threadpool(dagster.run_job, RESTORE_JOB, run_config=run_config, tags={"gdx/table": table})
     if not result.success:
         refused, message = run_failure(result)

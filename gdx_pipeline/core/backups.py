@@ -957,12 +957,12 @@ def resolve_snapshot(folders: DataFolders, snapshot: str = "latest") -> list[Bac
     backups = snapshots[snapshot]
     missing = missing_tables(backups)
     if missing:
-        whole = [sid for sid, members in snapshots.items() if set(members) == set(BACKUP_TABLES)][:3]
+        newest_whole = next((sid for sid, members in snapshots.items() if set(members) == set(BACKUP_TABLES)), None)
+        instead = f"Restore a whole snapshot instead ('latest' is {newest_whole})" if newest_whole else "No snapshot of every table is whole"
         raise RestoreRefusedError(
             f"snapshot {snapshot} is incomplete: it was taken of {', '.join(t for t in BACKUP_TABLES if t in backups or t in missing)} "
             f"but the backup of {', '.join(missing)} is gone (deleted, or its manifest is missing). Nothing was restored. "
-            f"Restore a whole snapshot ({', '.join(['latest', *whole])}), or this snapshot's remaining tables one at a time "
-            "with restore_table_job.",
+            f"{instead}, or restore this snapshot's remaining tables one at a time with restore_table_job.",
             {"missing_tables": missing, "present_tables": list(backups)},
         )
     return list(backups.values())

@@ -8,6 +8,8 @@ import dagster as dg
 
 from gdx_pipeline.core.avro_schema import BACKUP_TABLES
 from gdx_pipeline.core.backups import BackupError, BackupResult, backup_tables
+from gdx_pipeline.core.folders import DataFolders
+from gdx_pipeline.defs.backups.listing import restore_metadata
 from gdx_pipeline.defs.backups.resources import BackupSettingsResource
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
 
@@ -27,7 +29,10 @@ def _backup_spec(table: str) -> dg.AssetSpec:
         deps=[table],
         description=f"Avro backups of `{table}` in `backups/{table}/`: `{table}__<UTC timestamp>.avro` plus a "
         "`.manifest.json` (rows, sha256, schema fingerprint, snapshot id). Schema derived from the data dictionary. "
-        "Older backups beyond the retention setting are deleted, never the newest intact one.",
+        "Older backups beyond the retention setting are deleted by whole snapshots, never the newest intact one. "
+        "Each materialization lists the backups on disk (`backups_on_disk`) and the run configs that restore this "
+        "backup (`restore_this_backup`, for restore_table_job) and its snapshot (`restore_this_snapshot`, for "
+        "restore_snapshot_job), ready to paste into the Launchpad.",
         metadata={"gdx/table": table},
     )
 
@@ -40,7 +45,7 @@ def _check_spec(table: str) -> dg.AssetCheckSpec:
     )
 
 
-def backup_metadata(result: BackupResult) -> dict[str, object]:
+def backup_metadata(result: BackupResult, folders: DataFolders) -> dict[str, object]:
     return {
         "file": dg.MetadataValue.path(str(result.path)),
         "dagster/row_count": result.rows,
@@ -51,6 +56,7 @@ def backup_metadata(result: BackupResult) -> dict[str, object]:
         "codec": result.codec,
         "duration_seconds": round(result.seconds, 3),
         "pruned": dg.MetadataValue.json(result.pruned),
+        **restore_metadata(folders, result.table, result.file, result.snapshot_id),
     }
 
 
@@ -68,10 +74,11 @@ def table_backups(
     backup_settings: BackupSettingsResource,
 ):
     tables = [table for table in BACKUP_TABLES if backup_asset_key(table) in context.selected_asset_keys]
+    folders = data_folder.folders()
     try:
         results = backup_tables(
             warehouse.engine(),
-            data_folder.folders(),
+            folders,
             tables,
             codec=backup_settings.checked_codec(),
             retention=backup_settings.retention,
@@ -81,7 +88,7 @@ def table_backups(
         raise dg.Failure(description=str(error), allow_retries=False) from None
     for result in results:
         key = backup_asset_key(result.table)
-        yield dg.MaterializeResult(asset_key=key, metadata=backup_metadata(result))
+        yield dg.MaterializeResult(asset_key=key, metadata=backup_metadata(result, folders))
         if dg.AssetCheckKey(key, ROWS_MATCH_SNAPSHOT) in context.selected_asset_check_keys:
             yield dg.AssetCheckResult(
                 asset_key=key,
