@@ -74,7 +74,7 @@ ingest_landing(create_warehouse_engine(sys.argv[1]), DataFolders(Path(sys.argv[2
 PREPARE = """
 import sys
 import pyarrow as pa, pyarrow.csv as pacsv, pyarrow.ipc as ipc
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES
+from gdx_pipeline.core.backups import BACKUP_TABLES
 from gdx_pipeline.core.backups import SnapshotReader, arrow_schema
 from gdx_pipeline.core.warehouse import create_warehouse_engine
 table = BACKUP_TABLES["hired_employees"]
@@ -100,8 +100,8 @@ Path(sys.argv[3]).write_text(result.file)
 
 BARE_WRITE = REPORT + """
 import fastavro, pyarrow as pa
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES
-from gdx_pipeline.core.avro_writer import SYNC_INTERVAL_BYTES, records_of
+from gdx_pipeline.core.backups import BACKUP_TABLES
+from gdx_pipeline.core.backups.avro_writer import SYNC_INTERVAL_BYTES, records_of
 schema = BACKUP_TABLES["hired_employees"].avro_schema
 started = time.perf_counter()
 reader = pa.ipc.open_file(pa.memory_map(sys.argv[1]))

@@ -15,10 +15,9 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES, schema_fingerprint
-from gdx_pipeline.core import backups
 from gdx_pipeline.core.backups import (
     AVRO_SUFFIX,
+    BACKUP_TABLES,
     BackupError,
     BackupNotFoundError,
     InvalidBackupNameError,
@@ -32,6 +31,8 @@ from gdx_pipeline.core.backups import (
     resolve_backup,
     restore_snapshot,
     restore_table,
+    schema_fingerprint,
+    take,
 )
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.csv_source import file_sha256
@@ -303,6 +304,7 @@ KILLED_BACKUP = """
 import sys, time
 from pathlib import Path
 from gdx_pipeline.core import backups
+from gdx_pipeline.core.backups import take
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.warehouse import create_warehouse_engine
 
@@ -314,7 +316,7 @@ class StallAfterFirstChunk:
         pass
 
 if sys.argv[3] == "helper":
-    backups.HELPER_PROCESS_ROWS = 0
+    take.HELPER_PROCESS_ROWS = 0
 backups.backup_tables(create_warehouse_engine(sys.argv[1]), DataFolders(Path(sys.argv[2])), ["hired_employees"], chunk_rows=500, log=StallAfterFirstChunk())
 """
 
@@ -359,7 +361,7 @@ def test_helper_process_writes_the_same_backup(loaded, monkeypatch):
     """Large tables are encoded by a helper process; small ones here: the files must read alike."""
     engine, folders = loaded
     in_process = backup_table(engine, folders, "hired_employees")
-    monkeypatch.setattr(backups, "HELPER_PROCESS_ROWS", 0)
+    monkeypatch.setattr(take, "HELPER_PROCESS_ROWS", 0)
     helped = backup_table(engine, folders, "hired_employees")
     readers = []
     for result in (in_process, helped):

@@ -7,8 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES
-from gdx_pipeline.core.backups import backup_tables, list_backups
+from gdx_pipeline.core.backups import BACKUP_TABLES, backup_tables, list_backups
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables

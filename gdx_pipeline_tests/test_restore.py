@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES, schema_fingerprint
+from gdx_pipeline.core.backups import BACKUP_TABLES, schema_fingerprint
 from gdx_pipeline.core.backups import (
     MANIFEST_FORMAT,
     BackupNotFoundError,

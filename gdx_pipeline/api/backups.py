@@ -20,8 +20,7 @@ from gdx_pipeline.api.auth import WriteAccess
 from gdx_pipeline.api.dependencies import Dagster, Settings
 from gdx_pipeline.api.errors import ApiError, Conflict, NotFound
 from gdx_pipeline.api.models import ErrorResponse
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES
-from gdx_pipeline.core.backups import BackupInfo, list_backups
+from gdx_pipeline.core.backups import BACKUP_TABLES, BackupInfo, list_backups
 from gdx_pipeline.defs.backups.assets import backup_asset_key
 from gdx_pipeline.defs.backups.listing import restore_table_run_config
 

@@ -6,8 +6,7 @@ only those tables; whatever is selected shares one snapshot id, so a set is alwa
 
 import dagster as dg
 
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES
-from gdx_pipeline.core.backups import BackupError, BackupResult, backup_tables
+from gdx_pipeline.core.backups import BACKUP_TABLES, BackupError, BackupResult, backup_tables
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.defs.backups.listing import restore_metadata
 from gdx_pipeline.defs.backups.resources import BackupSettingsResource

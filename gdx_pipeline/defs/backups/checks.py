@@ -8,8 +8,7 @@ processes to hash four files cost more than the hashing.
 
 import dagster as dg
 
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES
-from gdx_pipeline.core.backups import list_backups
+from gdx_pipeline.core.backups import BACKUP_TABLES, list_backups
 from gdx_pipeline.core.csv_source import file_sha256
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import now_utc

@@ -15,8 +15,7 @@ import enum
 import dagster as dg
 from pydantic import Field
 
-from gdx_pipeline.core.avro_schema import BACKUP_TABLES
-from gdx_pipeline.core.backups import BackupError, RestoreRefusedError, RestoreResult, restore_snapshot, restore_table
+from gdx_pipeline.core.backups import BACKUP_TABLES, BackupError, RestoreRefusedError, RestoreResult, restore_snapshot, restore_table
 from gdx_pipeline.defs.backups.assets import BACKUP_GROUP
 from gdx_pipeline.defs.backups.listing import RESTORE_SNAPSHOT_OP, RESTORE_TABLE_OP
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource

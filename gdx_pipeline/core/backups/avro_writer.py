@@ -2,9 +2,10 @@
 
 fastavro encodes record by record in Python and holds the GIL while it does, so a thread that
 reads the database in the same process mostly waits for it. A large backup therefore streams
-its Arrow batches (Arrow IPC over a pipe) to a helper process running this module
-(`python -m gdx_pipeline.core.avro_writer`), and reading and encoding run on two cores. The
-module imports only pyarrow and fastavro, so the helper starts in a fraction of a second.
+its Arrow batches (Arrow IPC over a pipe) to a helper process running this file, and reading
+and encoding run on two cores. The module imports only pyarrow and fastavro, and the helper
+runs it by its path (`python -P .../avro_writer.py`), not as part of its package, so it starts
+in a fraction of a second.
 """
 
 from __future__ import annotations
