@@ -51,17 +51,22 @@ def read_table_frames(engine: sa.Engine, spec: TableSpec, chunk_rows: int = CHEC
             yield frame
 
 
+def blocking_check(spec: TableSpec, name: str, description: str):  # noqa: ANN201 - a decorator
+    """A check the metrics wait on: blocking, and run by automation after an unchecked write."""
+    return dg.asset_check(
+        asset=spec.name,
+        name=name,
+        blocking=True,
+        automation_condition=check_after_unchecked_writes,
+        description=f"{description} Blocking: nothing downstream runs, and no metric is computed, until it passes.",
+    )
+
+
 def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
     table = data_tables[spec.name]
     key = table.c[spec.primary_key]
 
-    @dg.asset_check(
-        asset=spec.name,
-        name=MATCHES_DICTIONARY,
-        blocking=True,
-        automation_condition=check_after_unchecked_writes,
-        description="Every stored row passes the data dictionary's Pandera model. Blocking: metrics wait until it passes.",
-    )
+    @blocking_check(spec, MATCHES_DICTIONARY, "Every stored row passes the data dictionary's Pandera model.")
     def matches_dictionary(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         failing_rows = 0
         rows = 0
@@ -108,13 +113,7 @@ def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
     checks = [matches_dictionary, ids_unique, counts_match_ledger]
     if spec.foreign_keys:
 
-        @dg.asset_check(
-            asset=spec.name,
-            name=NO_ORPHANS,
-            blocking=True,
-            automation_condition=check_after_unchecked_writes,
-            description="Every foreign key points at an existing row. Blocking: metrics wait until it passes.",
-        )
+        @blocking_check(spec, NO_ORPHANS, "Every foreign key points at an existing row.")
         def no_orphans(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             orphans = {}
             with warehouse.engine().connect() as conn:
