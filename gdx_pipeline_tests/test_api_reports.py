@@ -72,9 +72,10 @@ def test_metrics_refuse_a_missing_or_impossible_year(client) -> None:  # noqa: A
 def test_dashboard_is_served_as_html(loaded_client) -> None:  # noqa: ANN001
     page = loaded_client.get("/dashboard", params={"year": YEAR})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "<html" in page.text.lower() and str(YEAR) in page.text
-    latest = max(metrics.years_with_hires(app_engine(loaded_client)))
-    assert str(latest) in loaded_client.get("/dashboard").text
+    assert "<html" in page.text.lower() and f'<body data-selected-year="{YEAR}">' in page.text  # opens on the year asked for
+    years = metrics.years_with_hires(app_engine(loaded_client))
+    assert all(f'<option value="{year}"' in page.text for year in years)  # every year one click away
+    assert f'<body data-selected-year="{max(years)}">' in loaded_client.get("/dashboard").text
     assert_json_error(loaded_client.get("/dashboard", params={"year": 99_999}), 422)
 
 

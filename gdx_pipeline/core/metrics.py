@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from gdx_pipeline.core.warehouse import SQLITE_HIRE_YEAR, data_tables, is_postgres, metadata, write_transaction
-from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL, NAME_MAX_LENGTH
+from gdx_pipeline.core.warehouse import SQLITE_HIRE_YEAR, as_utc, data_tables, is_postgres, metadata, write_transaction
+from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL, NAME_MAX_LENGTH, TABLES
 
 QUARTERS = ("Q1", "Q2", "Q3", "Q4")
 QUARTERLY_COLUMNS = ["department", "job", *QUARTERS]
@@ -38,28 +38,46 @@ _hired = data_tables["hired_employees"]
 _departments = data_tables["departments"]
 _jobs = data_tables["jobs"]
 
+
+def _described(table: str, column: str) -> str:
+    """A dictionary column's description, reused where a metric table copies that column."""
+    return TABLES[table].schema.columns[column].description
+
+
+_QUARTER_MONTHS = {"Q1": "January to March", "Q2": "April to June", "Q3": "July to September", "Q4": "October to December"}
+_YEAR = "Hiring year (UTC) the row is about."
+_COMPUTED_AT = "When the metric asset computed this row (UTC)."
+
 metric_quarterly_hires = sa.Table(
     "metric_quarterly_hires",
     metadata,
-    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("department_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False),
-    sa.Column("job", sa.String(NAME_MAX_LENGTH), nullable=False),
-    *(sa.Column(q.lower(), sa.Integer, nullable=False, comment=f"Hires in {q} (UTC).") for q in QUARTERS),
-    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment=_YEAR),
+    sa.Column("department_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("departments", "id")),
+    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("jobs", "id")),
+    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("departments", "department")),
+    sa.Column("job", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("jobs", "job")),
+    *(
+        sa.Column(q.lower(), sa.Integer, nullable=False, comment=f"Employees hired into this department and job in {q} ({_QUARTER_MONTHS[q]}, UTC).")
+        for q in QUARTERS
+    ),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment=_COMPUTED_AT),
     comment="Hires per department and job in each quarter (UTC) of a year; one row per pair with a hire that year.",
 )
 
 metric_departments_above_mean = sa.Table(
     "metric_departments_above_mean",
     metadata,
-    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False, comment="Department id."),
-    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False),
-    sa.Column("hired", sa.Integer, nullable=False),
-    sa.Column("mean_hired", sa.Float, nullable=False, comment="Mean hires over the departments that hired that year."),
-    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment=_YEAR),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("departments", "id")),
+    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("departments", "department")),
+    sa.Column("hired", sa.Integer, nullable=False, comment="Employees the department hired in the year."),
+    sa.Column(
+        "mean_hired",
+        sa.Float,
+        nullable=False,
+        comment="The year's mean hires per department, over the departments with at least one hire that year.",
+    ),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment=_COMPUTED_AT),
     comment="Departments that hired more than the year's mean per hiring department.",
 )
 
@@ -228,6 +246,23 @@ def hires_per_department(engine: sa.Engine, year: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ABOVE_MEAN_COLUMNS).astype({"id": "int64", "hired": "int64"})
 
 
+def hires_by_department(quarterly: pd.DataFrame) -> pd.DataFrame:
+    """Columns id, department, Q1..Q4, hired: the quarterly metric (with ids, as from
+    `quarterly_hires_by_id`) summed over jobs, in its order (department name, then id)."""
+    columns = ["id", "department", *QUARTERS, "hired"]
+    if quarterly.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c != "department" else "object") for c in columns})
+    grouped = quarterly.groupby(["department_id", "department"], sort=False)[list(QUARTERS)].sum().reset_index()
+    grouped = grouped.rename(columns={"department_id": "id"})
+    grouped["hired"] = grouped[list(QUARTERS)].sum(axis=1)
+    return grouped[columns]
+
+
+def ranked_by_hires(by_department: pd.DataFrame) -> pd.DataFrame:
+    """Most hires first; ties by name (code point order), then id: the order of `departments_above_mean`."""
+    return by_department.sort_values(["hired", "department", "id"], ascending=[False, True, True], kind="stable").reset_index(drop=True)
+
+
 def hires_in_year(engine: sa.Engine, year: int) -> int:
     """How many employees `hired_employees` says were hired in `year` (UTC)."""
     year = hiring_year(year)
@@ -250,7 +285,7 @@ def years_with_hires(engine: sa.Engine) -> dict[int, int]:
         if first is None:
             return {}
         years = {}
-        for year in range(_as_utc(first).year, _as_utc(last).year + 1):
+        for year in range(as_utc(first).year, as_utc(last).year + 1):
             count = conn.execute(sa.select(sa.func.count()).select_from(_hired).where(_in_year(year))).scalar_one()
             if count:
                 years[year] = count
@@ -262,16 +297,9 @@ def latest_hiring_year(engine: sa.Engine) -> int | None:
     with engine.connect() as conn:
         if is_postgres(conn):
             last = conn.execute(sa.select(sa.func.max(_hired.c.datetime))).scalar_one()
-            return None if last is None else _as_utc(last).year
+            return None if last is None else as_utc(last).year
         last_year = conn.execute(sa.select(sa.func.max(SQLITE_HIRE_YEAR))).scalar_one()
         return None if last_year is None else int(last_year)
-
-
-def _as_utc(value: datetime | str) -> datetime:
-    """SQLite hands back naive datetimes (they are UTC); aggregates over them may even come back as text."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def ensure_metric_tables(engine: sa.Engine) -> None:

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -258,3 +260,37 @@ def create_schema(engine: sa.Engine) -> None:
             metadata.create_all(conn)
             for name in RETIRED_SQLITE_INDEXES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+
+
+# SQLite result codes of a lock held by another connection: worth waiting for, unlike the rest
+# of what sqlite3 raises as OperationalError ("no such table", "unable to open database file").
+_SQLITE_TRANSIENT_CODES = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+
+
+def is_transient_database_error(error: BaseException) -> bool:
+    """The database may well succeed if asked again in a moment: a dropped or refused connection,
+    a server restarting, a deadlock or serialization failure, a full connection pool, a lock.
+
+    PostgreSQL (psycopg) reports all of those, and only those, as OperationalError; SQLite uses
+    OperationalError for broken schemas and paths too, so there only its lock codes count. A
+    refusal (IntegrityError, a bad value, a missing table) is never transient.
+    """
+    if isinstance(error, (sa.exc.DisconnectionError, sa.exc.TimeoutError)):
+        return True
+    if not isinstance(error, sa.exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, sa.exc.OperationalError):
+        return False
+    if isinstance(error.orig, sqlite3.Error):
+        return getattr(error.orig, "sqlite_errorname", None) in _SQLITE_TRANSIENT_CODES
+    return True
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A timestamp read back from the warehouse, as an aware UTC datetime: SQLite hands them back
+    naive (they are stored in UTC), and an aggregate's (min, max) even as text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -9,8 +9,10 @@ import dagster as dg
 from gdx_pipeline.core.backups import BACKUP_TABLES, BackupError, BackupResult, backup_tables
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.defs.backups.listing import restore_metadata
-from gdx_pipeline.defs.backups.resources import BackupSettingsResource
+from gdx_pipeline.defs.backups.resources import BackupSettingsResource, backup_settings_from_environment
+from gdx_pipeline.defs.catalog import BACKUP_LOGIC, DATA_ENGINEERING, PERSONAL_DATA_TABLES, asset_tags, freshness_for_cron, source_version
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
+from gdx_pipeline.defs.retries import TRANSIENT_DATABASE_RETRY, retried_only_when_transient
 
 BACKUP_GROUP = "backups"
 ROWS_MATCH_SNAPSHOT = "rows_match_snapshot"
@@ -24,6 +26,11 @@ def _backup_spec(table: str) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=backup_asset_key(table),
         group_name=BACKUP_GROUP,
+        owners=[DATA_ENGINEERING],
+        tags=asset_tags("backup", pii=table in PERSONAL_DATA_TABLES),
+        code_version=source_version(*BACKUP_LOGIC),
+        # Expected from every run of nightly_backup_schedule: stale an hour after a missed one.
+        freshness_policy=freshness_for_cron(backup_settings_from_environment().cron),
         kinds={"avro"},
         deps=[table],
         description=f"Avro backups of `{table}` in `backups/{table}/`: `{table}__<UTC timestamp>.avro` plus a "
@@ -64,6 +71,7 @@ def backup_metadata(result: BackupResult, folders: DataFolders) -> dict[str, obj
     specs=[_backup_spec(table) for table in BACKUP_TABLES],
     check_specs=[_check_spec(table) for table in BACKUP_TABLES],
     can_subset=True,
+    retry_policy=TRANSIENT_DATABASE_RETRY,
     description="Back up the selected tables to Avro from one consistent snapshot, then apply retention.",
 )
 def table_backups(
@@ -74,17 +82,18 @@ def table_backups(
 ):
     tables = [table for table in BACKUP_TABLES if backup_asset_key(table) in context.selected_asset_keys]
     folders = data_folder.folders()
-    try:
-        results = backup_tables(
-            warehouse.engine(),
-            folders,
-            tables,
-            codec=backup_settings.checked_codec(),
-            retention=backup_settings.retention,
-            log=context.log,
-        )
-    except BackupError as error:
-        raise dg.Failure(description=str(error), allow_retries=False) from None
+    with retried_only_when_transient():
+        try:
+            results = backup_tables(
+                warehouse.engine(),
+                folders,
+                tables,
+                codec=backup_settings.checked_codec(),
+                retention=backup_settings.retention,
+                log=context.log,
+            )
+        except BackupError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
     for result in results:
         key = backup_asset_key(result.table)
         yield dg.MaterializeResult(asset_key=key, metadata=backup_metadata(result, folders))

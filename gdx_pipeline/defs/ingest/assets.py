@@ -14,12 +14,16 @@ import sqlalchemy as sa
 
 from gdx_pipeline.core.csv_source import UnreadableFileError, table_for_file
 from gdx_pipeline.core.ingestion import FileOutcome, ingest_file, ingest_landing, pending_files
+from gdx_pipeline.core.provenance import read_provenance
 from gdx_pipeline.core.warehouse import data_tables, quarantined_files as quarantined_files_table, rejected_rows as rejected_rows_table
+from gdx_pipeline.defs.catalog import DATA_ENGINEERING, INGEST_LOGIC, PERSONAL_DATA_TABLES, asset_tags, source_version
+from gdx_pipeline.defs.provenance import provenance_metadata
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
 from gdx_pipeline.dictionary import TABLES, TableSpec
 
 INGEST_GROUP = "ingest"
 PREVIEW_ROWS = 10
+INGEST_CODE_VERSION = source_version(*INGEST_LOGIC)
 
 
 def table_column_schema(spec: TableSpec) -> dg.TableSchema:
@@ -90,6 +94,7 @@ def ingestion_metadata(engine: sa.Engine, spec: TableSpec, outcomes: list[FileOu
         "rejects_by_reason": dg.MetadataValue.json(dict(reasons.most_common())),
         "dagster/row_count": row_count,
         "preview": _markdown_table(preview),
+        **provenance_metadata(read_provenance(engine, [spec.name])),
     }
 
 
@@ -97,6 +102,9 @@ def build_table_asset(spec: TableSpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=spec.name,
         group_name=INGEST_GROUP,
+        owners=[DATA_ENGINEERING],
+        tags=asset_tags("warehouse", pii=spec.name in PERSONAL_DATA_TABLES),
+        code_version=INGEST_CODE_VERSION,
         kinds={"csv", "pandera", "sql"},
         description=f"{spec.description}\n\nLoaded from landing files `{spec.name}*.csv`: every row validated against the data dictionary; valid rows upserted by id, invalid rows kept in `rejected_rows` with their reasons.",
         deps=["landing_files", *{fk.table for fk in spec.foreign_keys}],
@@ -138,6 +146,8 @@ table_assets = [build_table_asset(spec) for spec in TABLES.values()]
 
 @dg.asset(
     group_name=INGEST_GROUP,
+    owners=[DATA_ENGINEERING],
+    tags=asset_tags("landing", pii=True),
     kinds={"csv"},
     description="The raw CSV files waiting in the landing folder. Files whose name matches no table are quarantined here.",
 )
@@ -163,6 +173,9 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 
 @dg.asset(
     group_name=INGEST_GROUP,
+    owners=[DATA_ENGINEERING],
+    tags=asset_tags("warehouse", pii="rejected_rows" in PERSONAL_DATA_TABLES),
+    code_version=INGEST_CODE_VERSION,
     kinds={"sql"},
     deps=list(TABLES),
     description="The rejected-row log: every row that did not land in its table, with the raw line and the reasons.",
@@ -194,6 +207,9 @@ def rejected_rows(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 
 @dg.asset(
     group_name=INGEST_GROUP,
+    owners=[DATA_ENGINEERING],
+    tags=asset_tags("landing", pii=True),
+    code_version=INGEST_CODE_VERSION,
     kinds={"csv"},
     deps=["landing_files", *TABLES],
     description="Files moved to quarantine/ because they could not be read at all. Fails the run that quarantined one, after every other file was applied.",

@@ -1,5 +1,11 @@
 """Asset checks on the loaded tables: the dictionary still holds, ids are unique, no employee
-points at a missing department or job, and row counts agree with the ingestion ledger."""
+points at a missing department or job, and row counts agree with the ingestion ledger.
+
+`matches_dictionary` and `no_orphans` are blocking: when one fails, nothing downstream of the
+table runs in that run, and automation computes no metric from it until it passes again. They
+run with every load of the table (their asset's run), and by automation after a write made
+outside a run (an API batch), so the metrics never wait on a check nobody will run.
+"""
 
 
 import dagster as dg
@@ -13,6 +19,15 @@ from gdx_pipeline.defs.resources import WarehouseResource
 from gdx_pipeline.dictionary import TABLES, TableSpec
 
 CHECK_CHUNK_ROWS = 200_000
+MATCHES_DICTIONARY = "matches_dictionary"
+NO_ORPHANS = "no_orphans"
+# Evaluated by metrics_automation_sensor: once after each materialization the check has not seen
+# (a runless one, from the API; a load's run has run it already), never while the table is written.
+check_after_unchecked_writes = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after a write it has not checked")
 
 
 def read_table_frames(engine: sa.Engine, spec: TableSpec, chunk_rows: int = CHECK_CHUNK_ROWS):
@@ -36,11 +51,22 @@ def read_table_frames(engine: sa.Engine, spec: TableSpec, chunk_rows: int = CHEC
             yield frame
 
 
+def blocking_check(spec: TableSpec, name: str, description: str):  # noqa: ANN201 - a decorator
+    """A check the metrics wait on: blocking, and run by automation after an unchecked write."""
+    return dg.asset_check(
+        asset=spec.name,
+        name=name,
+        blocking=True,
+        automation_condition=check_after_unchecked_writes,
+        description=f"{description} Blocking: nothing downstream runs, and no metric is computed, until it passes.",
+    )
+
+
 def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
     table = data_tables[spec.name]
     key = table.c[spec.primary_key]
 
-    @dg.asset_check(asset=spec.name, name="matches_dictionary", description="Every stored row passes the data dictionary's Pandera model.")
+    @blocking_check(spec, MATCHES_DICTIONARY, "Every stored row passes the data dictionary's Pandera model.")
     def matches_dictionary(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         failing_rows = 0
         rows = 0
@@ -87,7 +113,7 @@ def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
     checks = [matches_dictionary, ids_unique, counts_match_ledger]
     if spec.foreign_keys:
 
-        @dg.asset_check(asset=spec.name, name="no_orphans", description="Every foreign key points at an existing row.")
+        @blocking_check(spec, NO_ORPHANS, "Every foreign key points at an existing row.")
         def no_orphans(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             orphans = {}
             with warehouse.engine().connect() as conn:
@@ -105,3 +131,4 @@ def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
 
 
 table_checks = [check for spec in TABLES.values() for check in build_table_checks(spec)]
+blocking_check_keys = [key for check in table_checks for key in check.check_keys if key.name in (MATCHES_DICTIONARY, NO_ORPHANS)]
