@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gdx_pipeline.api import backups, dashboard, metrics, system, tables
-from gdx_pipeline.api.errors import install_error_handlers
+from gdx_pipeline.api.errors import AllowedMethods, install_error_handlers
 from gdx_pipeline.api.limits import BodySizeLimit
 from gdx_pipeline.api.models import TABLE_MODELS
 from gdx_pipeline.api.orchestration import Orchestration, instance_from_environment
@@ -53,11 +53,10 @@ def create_app(settings: ApiSettings | None = None, *, instance: dg.DagsterInsta
     app.state.orchestration = orchestration
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.include_router(tables.router)
-    app.include_router(backups.router)
-    app.include_router(metrics.router)
-    app.include_router(dashboard.router)
-    app.include_router(system.router)
+    routers = (tables.router, backups.router, metrics.router, dashboard.router, system.router)
+    for router in routers:
+        app.include_router(router)
+    app.state.allowed_methods = AllowedMethods([*app.router.routes, *(route for router in routers for route in router.routes)])
     app.openapi = _openapi_with_row_models(app)  # type: ignore[method-assign]
     return app
 
