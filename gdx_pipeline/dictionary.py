@@ -45,7 +45,7 @@ NAME_JOINERS = "\u200c\u200d"
 _PLANES_WITH_FORMAT_CHARACTERS = (range(0x0000, 0x20000), range(0xE0000, 0xF0000))
 
 
-def _character_class(code_points: Iterable[int]) -> str:
+def character_class(code_points: Iterable[int]) -> str:
     """Code points as the body of a regex class, runs written `a-z` in literal characters:
     Python's `re` (Pandera) and RE2 (Arrow) read literal characters alike, while their escapes
     for characters past U+00FF differ (`\\u2028` against `\\x{2028}`)."""
@@ -68,7 +68,7 @@ def refused_name_characters() -> set[int]:
     }
 
 
-_REFUSED_CLASS = _character_class(refused_name_characters())
+_REFUSED_CLASS = character_class(refused_name_characters())
 # Leading joiners, then one character that is neither refused nor a joiner, then anything not
 # refused. Each character has one place to go, so Python's backtracking `re` stays linear too.
 NAME_CHARACTERS_PATTERN = f"^[{NAME_JOINERS}]*[^{_REFUSED_CLASS}{NAME_JOINERS}][^{_REFUSED_CLASS}]*$"

@@ -62,7 +62,8 @@ def create_app(settings: ApiSettings | None = None, *, instance: dg.DagsterInsta
 
 
 def _openapi_with_row_models(app: FastAPI):  # noqa: ANN202
-    """The row request bodies are parsed by hand (JSON or CSV); add their models to the schema."""
+    """The row request bodies are parsed by hand (JSON or CSV); add their models to the schema.
+    A server without GDX_API_TOKEN asks no credentials, so its schema demands none."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -72,6 +73,12 @@ def _openapi_with_row_models(app: FastAPI):  # noqa: ANN202
                 model_schema = models.rows_in.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[models.rows_in.__name__] = model_schema
+            if app.state.settings.token is None:
+                schema["components"].pop("securitySchemes", None)
+                for operations in schema["paths"].values():
+                    for operation in operations.values():
+                        operation.pop("security", None)
+                        operation.get("responses", {}).pop("401", None)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -37,7 +37,7 @@ from gdx_pipeline.api.settings import MAX_ROWS_PER_REQUEST
 from gdx_pipeline.core.batches import BatchOutcome, block_from_csv_text, block_from_mappings, check_block, write_checked_batch
 from gdx_pipeline.core.csv_source import RecordBlock
 from gdx_pipeline.core.warehouse import data_tables, rejected_rows
-from gdx_pipeline.dictionary import ID_MAX, excerpt, table_spec
+from gdx_pipeline.dictionary import ID_MAX, character_class, excerpt, table_spec
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
@@ -111,7 +111,7 @@ def csv_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
         raise InvalidBody("malformed CSV: the body contains a NUL byte; send CSV text")
     if text.count('"') % 2:
         raise InvalidBody('malformed CSV: a quoted value is never closed (odd number of " characters)')
-    if not text.strip():
+    if not text.removeprefix("\ufeff").strip():  # the reader drops a leading BOM
         raise InvalidBody(f"no rows: send 1 to {max_rows:,} headerless CSV lines ({', '.join(models.spec.columns)})")
     block = block_from_csv_text(models.spec, text)
     if block.rows_read > max_rows:
@@ -120,6 +120,22 @@ def csv_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
 
 
 BLOCK_READERS = {"application/json": json_block, "text/csv": csv_block}
+
+
+def _csv_body_pattern() -> str:
+    """The CSV body's JSON Schema pattern: exactly the texts `csv_block` does not refuse whole.
+    No NUL, every quote closed (an even number of `"`), and something besides whitespace (as
+    `str.strip` counts it, all of it below U+3001) once a leading BOM is dropped."""
+    space = character_class(point for point in range(0x3001) if chr(point).isspace())
+    text = '[^"\\x00]'
+    visible = f'[^"\\x00{space}]'
+    # Without quotes: a visible character, which a leading BOM does not count as.
+    unquoted = f"(?:\ufeff[{space}]*{visible}|[{space}]+{visible}|[^\"\\x00{space}\ufeff]){text}*"
+    quoted = f'{text}*(?:"{text}*"{text}*)+'
+    return f"^(?:{unquoted}|{quoted})$"
+
+
+CSV_BODY_PATTERN = _csv_body_pattern()
 
 
 def media_type_of(request: Request) -> str:
@@ -205,7 +221,7 @@ def add_table_routes(router: APIRouter, models: TableModels) -> None:
                 "required": True,
                 "content": {
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{models.rows_in.__name__}"}},
-                    "text/csv": {"schema": {"type": "string", "minLength": 1}, "example": _csv_example(models)},
+                    "text/csv": {"schema": {"type": "string", "pattern": CSV_BODY_PATTERN}, "example": _csv_example(models)},
                 },
             }
         },
