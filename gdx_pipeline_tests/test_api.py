@@ -282,6 +282,11 @@ def test_with_a_token_every_write_needs_it(api_settings: ApiSettings, dagster_in
         assert ok.status_code == 200 and ok.json()["inserted"] == 2
         assert client.get("/tables/departments/rows").status_code == 200  # reads stay open
         assert client.get("/health").status_code == 200
+        schema = client.get("/openapi.json").json()
+        assert "HTTPBearer" in schema["components"]["securitySchemes"]
+        writes = [op for path in schema["paths"].values() for method, op in path.items() if method == "post"]
+        assert writes and all(op["security"] == [{"HTTPBearer": []}] and "401" in op["responses"] for op in writes)
+        assert "security" not in schema["paths"]["/tables/departments/rows"]["get"]
 
 
 def test_token_comparison() -> None:
@@ -371,5 +376,6 @@ def test_openapi_documents_each_table_from_the_dictionary(client) -> None:  # no
         row_ref = components[ref]["properties"]["rows"]["items"]["$ref"].rsplit("/", 1)[-1]
         assert list(components[row_ref]["properties"]) == spec.columns == components[row_ref]["required"]
         assert "text/csv" in post["requestBody"]["content"]
-        assert {"200", "401", "413", "415", "422"} <= set(post["responses"])
-    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+        assert {"200", "413", "415", "422"} <= set(post["responses"])
+        assert "401" not in post["responses"] and "security" not in post  # this server asks no token
+    assert "securitySchemes" not in schema["components"]
