@@ -112,6 +112,7 @@ def test_backup_and_restore_run_as_dagster_jobs(loaded_client, dagster_instance:
     run = run_of(dagster_instance, body["run_id"])
     assert (run.job_name, run.status) == ("restore_table_job", dg.DagsterRunStatus.SUCCESS)
     assert client.post("/tables/jobs/restore", json={}).json()["backup"] == backup["file"]  # "latest" by default
+    assert client.post("/tables/jobs/restore").json()["backup"] == backup["file"]  # and no body means the defaults
 
 
 def test_a_refused_restore_is_409_and_changes_nothing(loaded_client, dagster_instance: dg.DagsterInstance) -> None:  # noqa: ANN001

@@ -55,7 +55,7 @@ def test_seen_ids_finds_duplicates_within_the_first_block_and_across_later_ones(
     assert third.tolist() == [False, True, False]  # 0 was never a candidate before, so it is new now
 
 
-def test_json_values_become_the_text_a_csv_field_would_hold() -> None:
+def test_json_values_become_the_text_a_csv_field_would_hold_or_are_refused_for_their_type() -> None:
     rows = [
         {"id": 1, "department": "Sales"},
         {"id": "2", "department": None},
@@ -63,10 +63,20 @@ def test_json_values_become_the_text_a_csv_field_would_hold() -> None:
         {"id": True, "department": 7},
         {"id": 2.5, "department": ["x"]},
         {"id": 2**70, "department": {"a": 1}},
+        {"id": 1e3, "department": False},
     ]
     block = block_from_mappings(table_spec("departments"), rows)
-    assert block.fields.column("id").to_pylist() == ["1", "2", "", "True", "2.5", str(2**70)]
-    assert block.fields.column("department").to_pylist() == ["Sales", "", "No id", "7", '["x"]', '{"a": 1}']
+    assert block.fields.column("id").to_pylist() == ["1", "", "", "", "", str(2**70), "1000"]
+    assert block.fields.column("department").to_pylist() == ["Sales", "", "No id", "", "", "", ""]
+    assert block.refused == {
+        "id": {1: "expected an integer (got string '2')", 3: "expected an integer (got boolean true)", 4: "expected an integer (got number 2.5)"},
+        "department": {
+            3: "expected a string (got number 7)",
+            4: 'expected a string (got array ["x"])',
+            5: 'expected a string (got object {"a": 1})',
+            6: "expected a string (got boolean false)",
+        },
+    }
     uniform = block_from_mappings(table_spec("departments"), [{"id": 10, "department": "A"}, {"id": -3, "department": "B"}, {"department": "C"}])
     assert uniform.fields.column("id").to_pylist() == ["10", "-3", ""]
 
@@ -138,7 +148,7 @@ def test_row_rules_run_without_a_database_and_foreign_keys_are_added_under_the_l
     reasons = {r.line: r.reasons for r in outcome.rejected}
     assert reasons[2] == ["department_id: no such id in departments (got 9)"]
     assert [r.split(":")[0] for r in reasons[3]] == ["name", "department_id"]  # dictionary order, both kept
-    assert reasons[4] == ["id: duplicate of an earlier row in this file (got 1)"]
+    assert reasons[4] == ["id: duplicate of an earlier row in this request (got 1)"]
     assert outcome.counts.inserted == 1 and table_count(engine, "hired_employees") == 1
 
 
@@ -161,7 +171,7 @@ def test_a_batch_looks_up_only_the_foreign_keys_its_rows_name(engine: sa.Engine)
     outcome = apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id="lookup")
     rejected = {r.line: r.reasons for r in outcome.rejected}
     assert rejected[2] == ["department_id: no such id in departments (got 9)"]
-    assert rejected[4] == ["department_id: not an integer (got 'x')"]
+    assert rejected[4] == ["department_id: expected an integer (got string 'x')"]
     assert sorted(rejected) == [2, 4, 5] and all(r.startswith("department_id: ") for r in rejected[5])
     assert outcome.counts.inserted == 2 and table_count(engine, "hired_employees") == 2
 

@@ -4,12 +4,30 @@ rows, broken in every way the dictionary can name, both give every row the same 
 from __future__ import annotations
 
 import random
+import re
+import sys
+import unicodedata
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from gdx_pipeline.core.validation import ArrowRules, pandera_failures, parse_columns, reasons_by_row
-from gdx_pipeline.dictionary import ID_MAX, NAME_MAX_LENGTH, TABLES, TableSpec, table_spec
+from gdx_pipeline.dictionary import (
+    ID_MAX,
+    NAME_CHARACTERS_PATTERN,
+    NAME_JOINERS,
+    NAME_MAX_LENGTH,
+    REFUSED_NAME_CATEGORIES,
+    TABLES,
+    TableSpec,
+    refused_name_characters,
+    table_spec,
+)
+
+# Characters a name may or may not hold, by kind: controls, format characters (zero-width,
+# direction, BOM, tags), separators, the joiners, private use, unassigned, astral.
+ODD_CHARACTERS = "\t\x00\x01\x1f\x7f\r\x85\x9f\xad\u061c\u200b\u200c\u200d\u200e\u2028\u2029\u202e\u2066\ufeff\ue000\U000e0001\U000e007f\U0001d173\U0003134b\xa0\u3000"
 
 
 def random_integer_text(rng: random.Random) -> str:
@@ -24,9 +42,11 @@ def random_name_text(rng: random.Random) -> str:
     alphabet = "abcXYZ ñé漢字🙂-'."
     length = rng.choice([0, 1, 2, 30, NAME_MAX_LENGTH - 1, NAME_MAX_LENGTH, NAME_MAX_LENGTH + 1, 400])
     text = "".join(rng.choice(alphabet) for _ in range(length))
-    if text and rng.random() < 0.25:  # a control character somewhere inside
+    if text and rng.random() < 0.25:  # an odd character somewhere inside
         at = rng.randrange(len(text))
-        text = text[:at] + rng.choice("\t\x00\x01\x1f\x7f\r") + text[at:]
+        text = text[:at] + rng.choice(ODD_CHARACTERS) + text[at:]
+    if rng.random() < 0.05:  # made only of joiners, or of one odd character
+        text = rng.choice(["\u200d", "\u200c\u200d", "\u200b", "\u202e", rng.choice(ODD_CHARACTERS)])
     return text
 
 
@@ -74,3 +94,25 @@ def test_a_schema_with_a_check_arrow_cannot_stand_in_for_is_judged_by_pandera() 
     schema = pa_schema.DataFrameSchema({"id": pa_schema.Column(int, pa_schema.Check(lambda s: s % 2 == 0))})
     assert ArrowRules.for_schema(schema) is None
     assert ArrowRules.for_schema(table_spec("jobs").schema) is not None
+
+
+def test_the_refused_characters_are_every_one_of_their_categories_in_all_of_unicode() -> None:
+    """The dictionary scans only planes 0, 1 and 14 for them; this scans every code point."""
+    everywhere = {p for p in range(sys.maxunicode + 1) if unicodedata.category(chr(p)) in REFUSED_NAME_CATEGORIES and chr(p) not in NAME_JOINERS}
+    assert refused_name_characters() == everywhere
+    assert {0x85, 0x200B, 0x2028, 0x2029, 0x202E, 0xFEFF, 0xE0001} <= everywhere and not {0x200C, 0x200D, 0xE000} & everywhere
+
+
+def test_pythons_re_and_arrows_re2_read_the_name_pattern_alike_for_every_code_point() -> None:
+    """Pandera matches with Python's `re`, the Arrow judge with RE2: on a name holding any one
+    code point (surrogates cannot be UTF-8), and on that code point alone, both say the same,
+    and it is what the categories say."""
+    points = [p for p in range(sys.maxunicode + 1) if not 0xD800 <= p <= 0xDFFF]
+    refused = refused_name_characters()
+    for shape in ("a{}a", "{}"):
+        names = [shape.format(chr(p)) for p in points]
+        by_re2 = pc.match_substring_regex(pa.array(names), NAME_CHARACTERS_PATTERN).to_pylist()
+        pattern = re.compile(NAME_CHARACTERS_PATTERN)
+        by_re = [pattern.match(name) is not None for name in names]
+        expected = [p not in refused and (shape == "a{}a" or chr(p) not in NAME_JOINERS) for p in points]
+        assert by_re2 == by_re == expected

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gdx_pipeline.api import backups, dashboard, metrics, system, tables
-from gdx_pipeline.api.errors import install_error_handlers
+from gdx_pipeline.api.errors import AllowedMethods, install_error_handlers
 from gdx_pipeline.api.limits import BodySizeLimit
 from gdx_pipeline.api.models import TABLE_MODELS
 from gdx_pipeline.api.orchestration import Orchestration, instance_from_environment
@@ -53,17 +53,17 @@ def create_app(settings: ApiSettings | None = None, *, instance: dg.DagsterInsta
     app.state.orchestration = orchestration
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.include_router(tables.router)
-    app.include_router(backups.router)
-    app.include_router(metrics.router)
-    app.include_router(dashboard.router)
-    app.include_router(system.router)
+    routers = (tables.router, backups.router, metrics.router, dashboard.router, system.router)
+    for router in routers:
+        app.include_router(router)
+    app.state.allowed_methods = AllowedMethods([*app.router.routes, *(route for router in routers for route in router.routes)])
     app.openapi = _openapi_with_row_models(app)  # type: ignore[method-assign]
     return app
 
 
 def _openapi_with_row_models(app: FastAPI):  # noqa: ANN202
-    """The row request bodies are parsed by hand (JSON or CSV); add their models to the schema."""
+    """The row request bodies are parsed by hand (JSON or CSV); add their models to the schema.
+    A server without GDX_API_TOKEN asks no credentials, so its schema demands none."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -73,6 +73,12 @@ def _openapi_with_row_models(app: FastAPI):  # noqa: ANN202
                 model_schema = models.rows_in.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[models.rows_in.__name__] = model_schema
+            if app.state.settings.token is None:
+                schema["components"].pop("securitySchemes", None)
+                for operations in schema["paths"].values():
+                    for operation in operations.values():
+                        operation.pop("security", None)
+                        operation.get("responses", {}).pop("401", None)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 import dagster as dg
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +23,7 @@ from gdx_pipeline.api.models import ErrorResponse
 from gdx_pipeline.core.backups import BACKUP_TABLES, BackupInfo, list_backups
 from gdx_pipeline.defs.backups.assets import backup_asset_key
 from gdx_pipeline.defs.backups.listing import restore_table_run_config
+from gdx_pipeline.dictionary import excerpt
 
 router = APIRouter(tags=["backups"])
 
@@ -54,6 +55,8 @@ class BackupTaken(Backup):
 
 
 class RestoreRequest(BaseModel):
+    """What to restore; no body at all means the defaults."""
+
     backup: str = Field(default=LATEST, max_length=255, description="'latest', or a file name from GET /tables/{table}/backups.")
 
 
@@ -71,7 +74,7 @@ class JobFailed(ApiError):
 
 def backup_table_name(table: str) -> str:
     if table not in BACKUP_TABLES:
-        raise NotFound(f"unknown table {table!r}: backups exist for {', '.join(BACKUP_TABLES)}")
+        raise NotFound(f"unknown table {excerpt(table)}: backups exist for {', '.join(BACKUP_TABLES)}")
     return table
 
 
@@ -157,7 +160,11 @@ def get_backups(table: BackupTableName, settings: Settings) -> list[Backup]:
     },
 )
 async def restore(
-    table: BackupTableName, request: RestoreRequest, settings: Settings, dagster: Dagster, _auth: None = WriteAccess
+    table: BackupTableName,
+    settings: Settings,
+    dagster: Dagster,
+    request: Annotated[RestoreRequest, Body()] = RestoreRequest(),  # noqa: B008  (immutable: never changed)
+    _auth: None = WriteAccess,
 ) -> Restored:
     table = backup_table_name(table)
     listed = [info.name for info in list_backups(settings.data_folder.folders(), table)]
@@ -169,7 +176,7 @@ async def restore(
     elif wanted in listed:
         chosen = listed[listed.index(wanted)]  # the listing's own string goes on, not the request's
     else:
-        raise NotFound(f"no backup named {wanted!r} for {table}; GET /tables/{table}/backups lists them, or use 'latest'")
+        raise NotFound(f"no backup named {excerpt(wanted)} for {table}; GET /tables/{table}/backups lists them, or use 'latest'")
     run_config = restore_table_run_config(table, chosen)
     result = await run_in_threadpool(dagster.run_job, RESTORE_JOB, run_config=run_config, tags={"gdx/table": table})
     if not result.success:

@@ -7,6 +7,7 @@ else is logged here with its traceback and answered with a 500 that only names t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
 
 import sqlalchemy as sa
@@ -14,9 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from gdx_pipeline.core.metrics import InvalidYearError
-from gdx_pipeline.dictionary import UnknownTableError
+from gdx_pipeline.dictionary import UnknownTableError, excerpt
 
 log = logging.getLogger("gdx_pipeline.api")
 
@@ -69,10 +71,11 @@ def error_response(status_code: int, error: str, message: str, headers: dict[str
 
 
 def describe_validation_errors(errors: list[dict]) -> str:
-    """`query.limit: Input should be less than or equal to 1000; ...` (the input is not echoed)."""
+    """`query.limit: Input should be less than or equal to 1000; ...` (the input is not echoed;
+    a location may name a key the client sent, so it is excerpted)."""
     parts = []
     for error in errors[:MAX_LISTED_PROBLEMS]:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        location = ".".join(excerpt(str(part), quoted=False) for part in error.get("loc", ()) if part != "body") or "body"
         parts.append(f"{location}: {error.get('msg', 'invalid')}")
     if len(errors) > MAX_LISTED_PROBLEMS:
         parts.append(f"and {len(errors) - MAX_LISTED_PROBLEMS} more")
@@ -102,7 +105,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(422, "invalid_body", f"malformed JSON body: {error.detail}")
         phrase = HTTPStatus(error.status_code).phrase if error.status_code in HTTPStatus._value2member_map_ else "Error"
         message = error.detail if isinstance(error.detail, str) and error.detail != phrase else _default_message(request, error.status_code, phrase)
-        return error_response(error.status_code, phrase.lower().replace(" ", "_"), message, getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(error.status_code, phrase.lower().replace(" ", "_"), message, headers)
 
     @app.exception_handler(sa.exc.OperationalError)
     async def _database_unavailable(request: Request, error: sa.exc.OperationalError) -> JSONResponse:
@@ -115,9 +121,25 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "the server hit an unexpected error; it is logged on the server")
 
 
+class AllowedMethods:
+    """Which methods the app serves at a path, for a 405's `Allow`: Starlette names only the
+    first route whose path matched, so `/tables/jobs/rows` (one route per method) said `POST`."""
+
+    def __init__(self, routes: Iterable[BaseRoute]):
+        self._routes = [(route.path_regex, route.methods) for route in routes if getattr(route, "methods", None)]
+
+    def at(self, path: str) -> str:
+        return ", ".join(sorted({method for regex, methods in self._routes if regex.match(path) for method in methods}))
+
+
+def allowed_methods(request: Request) -> str:
+    return request.app.state.allowed_methods.at(request.scope["path"])
+
+
 def _default_message(request: Request, status_code: int, phrase: str) -> str:
+    path = excerpt(request.url.path, quoted=False)
     if status_code == 404:
-        return f"no endpoint at {request.url.path}; see /docs for the API"
+        return f"no endpoint at {path}; see /docs for the API"
     if status_code == 405:
-        return f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
+        return f"{request.method} is not allowed on {path} (allowed: {allowed_methods(request)}); see /docs for the API"
     return phrase

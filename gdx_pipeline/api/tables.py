@@ -34,16 +34,18 @@ from gdx_pipeline.api.models import (
     column_json_schema,
 )
 from gdx_pipeline.api.settings import MAX_ROWS_PER_REQUEST
-from gdx_pipeline.core.batches import BatchOutcome, block_from_csv_text, block_from_mappings, write_checked_batch
+from gdx_pipeline.core.batches import BatchOutcome, block_from_csv_text, block_from_mappings, check_block, write_checked_batch
 from gdx_pipeline.core.csv_source import RecordBlock
-from gdx_pipeline.core.validation import check_rows
 from gdx_pipeline.core.warehouse import data_tables, rejected_rows
-from gdx_pipeline.dictionary import ID_MAX, table_spec
+from gdx_pipeline.dictionary import ID_MAX, character_class, excerpt, table_spec
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
 REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# A JSON string escape, read left to right so `\\ud800` (an escaped backslash, then text) is not
+# taken for one: a surrogate pair, a lone surrogate (group 1), or any other escape.
+_JSON_ESCAPE = re.compile(r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)", re.DOTALL)
 
 router = APIRouter()
 
@@ -75,11 +77,29 @@ def json_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
     except ValidationError as error:
         problems = error.errors(include_url=False, include_input=False)
         if any(p["type"] == "json_invalid" for p in problems):
-            raise InvalidBody(f"malformed JSON: {problems[0]['ctx']['error']}") from None
+            raise InvalidBody(malformed_json_message(body, problems[0]["ctx"]["error"])) from None
         raise InvalidBody(f'expected {{"rows": [ {{...}}, ... ]}} with 1 to {max_rows:,} objects: {describe_validation_errors(problems)}') from None
     if len(batch.rows) > max_rows:
         raise PayloadTooLarge(f"{len(batch.rows):,} rows in one request; send at most {max_rows:,} per request")
     return block_from_mappings(models.spec, batch.rows)
+
+
+def malformed_json_message(body: bytes, parser_message: str) -> str:
+    """Why a body is not JSON, in the client's terms where the parser's are obscure: bytes that
+    are not UTF-8, or a lone surrogate escape (the parser says "unexpected end of hex escape")."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"malformed JSON: the body is not UTF-8 (undecodable byte at offset {error.start})"
+    for escape in _JSON_ESCAPE.finditer(text):
+        if escape.group(1):
+            at = escape.start()
+            line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+            return (
+                f"malformed JSON: \\{escape.group(1)} at line {line} column {column} is a lone surrogate, not a character; "
+                "a \\ud800-\\udbff escape must be followed by a \\udc00-\\udfff one (send text as valid Unicode)"
+            )
+    return f"malformed JSON: {parser_message}"
 
 
 def csv_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
@@ -91,7 +111,7 @@ def csv_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
         raise InvalidBody("malformed CSV: the body contains a NUL byte; send CSV text")
     if text.count('"') % 2:
         raise InvalidBody('malformed CSV: a quoted value is never closed (odd number of " characters)')
-    if not text.strip():
+    if not text.removeprefix("\ufeff").strip():  # the reader drops a leading BOM
         raise InvalidBody(f"no rows: send 1 to {max_rows:,} headerless CSV lines ({', '.join(models.spec.columns)})")
     block = block_from_csv_text(models.spec, text)
     if block.rows_read > max_rows:
@@ -100,6 +120,22 @@ def csv_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
 
 
 BLOCK_READERS = {"application/json": json_block, "text/csv": csv_block}
+
+
+def _csv_body_pattern() -> str:
+    """The CSV body's JSON Schema pattern: exactly the texts `csv_block` does not refuse whole.
+    No NUL, every quote closed (an even number of `"`), and something besides whitespace (as
+    `str.strip` counts it, all of it below U+3001) once a leading BOM is dropped."""
+    space = character_class(point for point in range(0x3001) if chr(point).isspace())
+    text = '[^"\\x00]'
+    visible = f'[^"\\x00{space}]'
+    # Without quotes: a visible character, which a leading BOM does not count as.
+    unquoted = f"(?:\ufeff[{space}]*{visible}|[{space}]+{visible}|[^\"\\x00{space}\ufeff]){text}*"
+    quoted = f'{text}*(?:"{text}*"{text}*)+'
+    return f"^(?:{unquoted}|{quoted})$"
+
+
+CSV_BODY_PATTERN = _csv_body_pattern()
 
 
 def media_type_of(request: Request) -> str:
@@ -134,13 +170,13 @@ def add_table_routes(router: APIRouter, models: TableModels) -> None:
     ) -> BatchResult:
         media_type = media_type_of(request)
         if media_type not in BLOCK_READERS:
-            raise UnsupportedMediaType(f"send application/json or text/csv, not {media_type or 'a body without Content-Type'}")
+            raise UnsupportedMediaType(f"send application/json or text/csv, not {excerpt(media_type) if media_type else 'a body without Content-Type'}")
         body = await request.body()
         request_id = request_id_for(request)
 
         def parse_and_apply() -> BatchOutcome:  # off the event loop: parsing is CPU work too
             with PARSING:
-                checked = check_rows(spec, BLOCK_READERS[media_type](models, body, settings.max_rows))
+                checked = check_block(spec, BLOCK_READERS[media_type](models, body, settings.max_rows))
             return write_checked_batch(engine, spec, checked, request_id=request_id)
 
         outcome = await run_in_threadpool(parse_and_apply)
@@ -185,7 +221,7 @@ def add_table_routes(router: APIRouter, models: TableModels) -> None:
                 "required": True,
                 "content": {
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{models.rows_in.__name__}"}},
-                    "text/csv": {"schema": {"type": "string", "minLength": 1}, "example": _csv_example(models)},
+                    "text/csv": {"schema": {"type": "string", "pattern": CSV_BODY_PATTERN}, "example": _csv_example(models)},
                 },
             }
         },

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -18,9 +18,10 @@ from gdx_pipeline.core.ingestion import lock_table_for_writes, now_utc
 from gdx_pipeline.core.loading import LoadCounts, StagedUpsert, known_keys, record_rejects
 from gdx_pipeline.core.validation import CheckedRows, RejectedRow, RowValidator, check_rows
 from gdx_pipeline.core.warehouse import ingestion_ledger, write_transaction
-from gdx_pipeline.dictionary import TableSpec
+from gdx_pipeline.dictionary import TableSpec, excerpt
 
 API_SOURCE = "api"
+MAX_LISTED_FIELDS = 5
 WRITE_ATTEMPTS = 3
 # PostgreSQL: deadlock_detected, serialization_failure, foreign_key_violation.
 RETRYABLE_SQLSTATES = {"40P01", "40001", "23503"}
@@ -35,16 +36,49 @@ class BatchOutcome:
     rows_read: int
 
 
-def _field_text(value: object) -> str:
+@dataclass
+class MappingBlock(RecordBlock):
+    """Records from JSON objects, plus the values whose JSON type their column refuses (blank in
+    `fields`): column -> row -> reason, judged with the row's other rules by `check_rows`."""
+
+    refused: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+# A column takes the JSON type its published schema names, and only that: a string for text
+# and datetimes, an integer for ids. As in JSON Schema, 7.0 and 1e3 are integers; "7" is not.
+_EXPECTED = {"integer": "an integer", "text": "a string", "timestamp": "a string"}
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _cell_text(value: object, kind: str) -> str | None:
+    """A JSON value as the text a CSV field would hold, or None when its type is wrong for `kind`."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):  # bool is an int in Python; "True" is then rejected as not an integer
+    if kind != "integer":
+        return value if isinstance(value, str) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
         return str(value)
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def wrong_type_reason(value: object, kind: str) -> str:
+    """`expected a string (got array ["Sales"])`: the JSON type sent and an excerpt of it."""
+    if isinstance(value, str):
+        shown = excerpt(value)
+    else:
+        shown = excerpt(json.dumps(value, allow_nan=True), quoted=False)  # ASCII: invisible characters escaped
+    return f"expected {_EXPECTED[kind]} (got {_json_type(value)} {shown})"
 
 
 class _RawJson(dict):
@@ -58,8 +92,9 @@ class _RawJson(dict):
         return json.dumps(self._rows[position - 1], ensure_ascii=False, default=str)
 
 
-def block_from_mappings(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -> RecordBlock:
-    """JSON objects as records: missing keys are blank fields; unknown keys reject the row."""
+def block_from_mappings(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -> MappingBlock:
+    """JSON objects as records: missing keys are blank fields; unknown keys reject the row; a
+    value of the wrong JSON type is refused (`MappingBlock.refused`)."""
     columns = spec.columns
     known = set(columns)
     raw = _RawJson(rows)
@@ -70,30 +105,50 @@ def block_from_mappings(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -
         if not isinstance(row, Mapping):
             malformed.append((position, raw[position], "row: expected a JSON object"))
         elif not known.issuperset(row):
-            unknown = sorted(set(row) - known)
-            malformed.append((position, raw[position], f"row: unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(columns)}"))
+            malformed.append((position, raw[position], _unknown_fields_reason(sorted(set(row) - known), columns)))
         else:
             kept.append(row)
             lines.append(position)
-    return RecordBlock(
-        fields=pa.table({column: _text_column([row.get(column) for row in kept]) for column in columns}),
+    fields, refused = {}, {}
+    for column in columns:
+        fields[column], wrong = _text_column([row.get(column) for row in kept], spec.column_kind(column))
+        if wrong:
+            refused[column] = wrong
+    return MappingBlock(
+        fields=pa.table(fields),
         lines=np.array(lines, dtype=np.int64),
         malformed=malformed,
         raw_lines=raw,
         rows_read=len(rows),
+        refused=refused,
     )
 
 
-def _text_column(values: list[object]) -> pa.Array:
-    """JSON values as the text a CSV field would hold: a column of only strings or only
-    integers converts in one Arrow call; anything else (mixed, bool, float, nested) value by value."""
+def _unknown_fields_reason(unknown: list[str], columns: list[str]) -> str:
+    listed = ", ".join(excerpt(name) for name in unknown[:MAX_LISTED_FIELDS])
+    more = f" and {len(unknown) - MAX_LISTED_FIELDS:,} more" if len(unknown) > MAX_LISTED_FIELDS else ""
+    return f"row: unknown field(s) {listed}{more}; expected {', '.join(columns)}"
+
+
+def _text_column(values: list[object], kind: str) -> tuple[pa.Array, dict[int, str]]:
+    """JSON values as the text a CSV field would hold, and the reasons for values of the wrong
+    type (their fields left blank). A column of only strings, or only integers for an integer
+    column, converts in one Arrow call; anything else value by value."""
     try:
         column = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         column = None
-    if column is not None and (pa.types.is_string(column.type) or pa.types.is_int64(column.type)):
-        return column.cast(pa.string()).fill_null("")  # null or missing: a blank field
-    return pa.array([_field_text(value) for value in values], type=pa.string())
+    if column is not None and (
+        pa.types.is_null(column.type) or (pa.types.is_int64(column.type) if kind == "integer" else pa.types.is_string(column.type))
+    ):
+        return column.cast(pa.string()).fill_null(""), {}  # null or missing: a blank field
+    texts, wrong = [], {}
+    for row, value in enumerate(values):
+        text = _cell_text(value, kind)
+        if text is None:
+            wrong[row] = wrong_type_reason(value, kind)
+        texts.append(text or "")
+    return pa.array(texts, type=pa.string()), wrong
 
 
 def block_from_csv_text(spec: TableSpec, text: str) -> RecordBlock:
@@ -111,7 +166,12 @@ def apply_batch(
     source: str = API_SOURCE,
 ) -> BatchOutcome:
     """Validate, upsert the valid rows and log the rejects: all of it commits, or none."""
-    return write_checked_batch(engine, spec, check_rows(spec, block), request_id=request_id, run_id=run_id, source=source)
+    return write_checked_batch(engine, spec, check_block(spec, block), request_id=request_id, run_id=run_id, source=source)
+
+
+def check_block(spec: TableSpec, block: RecordBlock) -> CheckedRows:
+    """`check_rows`, with the values a JSON reader already refused for their type."""
+    return check_rows(spec, block, block.refused if isinstance(block, MappingBlock) else None)
 
 
 def write_checked_batch(
@@ -158,7 +218,7 @@ def _write_batch(
     block = checked.block
     with write_transaction(engine) as conn:
         lock_table_for_writes(conn, spec, shared=True)
-        validated = RowValidator(spec, known_keys(conn, spec, among=checked.typed)).settle(checked)
+        validated = RowValidator(spec, known_keys(conn, spec, among=checked.typed), source_kind="request").settle(checked)
         upsert = StagedUpsert(conn, spec)
         upsert.add(validated.valid)
         counts = upsert.apply()

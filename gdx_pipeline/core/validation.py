@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,11 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gdx_pipeline.core.csv_source import RecordBlock
-from gdx_pipeline.dictionary import ID_MAX, NO_CONTROL_CHARACTERS, TableSpec
+from gdx_pipeline.dictionary import ID_MAX, NAME_CHARACTERS_PATTERN, NAME_CHARACTERS_RULE, TableSpec, excerpt
 
-_INTEGER = r"[+-]?\d+"
+# The shapes of text each kind of column parses, anchored; the API publishes the datetime one
+# as its JSON Schema pattern. [0-9], not \d: Python's \d also matches other scripts' digits.
+INTEGER_PATTERN = r"^[+-]?[0-9]+$"
 # ISO-8601 date and time with a Z or a numeric offset (RFC 3339 also allows a space for the T).
-_ISO_DATETIME = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)"
+ISO_DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
 _INSTANT = pa.timestamp("us", tz="UTC")
 _MAX_INT_DIGITS = 18  # anything longer cannot be an int64, let alone an int32 id
 
@@ -57,23 +58,25 @@ class ParsedColumn:
     problem: str | None = None  # why a non-blank value became null
     unparsable: pa.Array | None = None  # boolean mask of those values
     blank: pa.Array | None = None  # boolean mask of blank or whitespace-only text
+    refused: Mapping[int, str] = field(default_factory=dict)  # row -> why its value was refused before parsing
 
 
 def _parse_integer(text: pa.Array) -> ParsedColumn:
-    is_integer = pc.fill_null(pc.match_substring_regex(text, f"^{_INTEGER}$"), False)
+    is_integer = pc.fill_null(pc.match_substring_regex(text, INTEGER_PATTERN), False)
     fits = pc.and_(is_integer, pc.less_equal(pc.utf8_length(pc.utf8_ltrim(text, characters="+-")), _MAX_INT_DIGITS))
     unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's cast refuses "+7"
     values = pc.cast(pc.if_else(fits, unsigned, pa.scalar(None, pa.string())), pa.int64())
     not_integer = pc.and_(pc.is_valid(text), pc.invert(is_integer))
     too_long = pc.and_(is_integer, pc.invert(fits))
     if pc.any(too_long).as_py():
-        # Too many digits for any integer type: out of range, like any other too-large id.
+        # Too many digits for any integer type: out of range, like any other too-large id (the
+        # reason quotes the text, not this stand-in).
         values = pc.if_else(too_long, pa.scalar(ID_MAX + 1, pa.int64()), values)
     return ParsedColumn(values, "not an integer", not_integer)
 
 
 def _parse_timestamp(text: pa.Array) -> ParsedColumn:
-    shaped = pc.fill_null(pc.match_substring_regex(text, f"^{_ISO_DATETIME}$"), False)
+    shaped = pc.fill_null(pc.match_substring_regex(text, ISO_DATETIME_PATTERN), False)
     candidates = pc.if_else(shaped, text, pa.scalar(None, pa.string()))
     normalized = pc.replace_substring(pc.replace_substring(pc.utf8_upper(candidates), ",", "."), " ", "T")
     to_microseconds = pc.replace_substring_regex(normalized, r"(\.\d{6})\d+", r"\1")  # the columns keep microseconds
@@ -107,13 +110,24 @@ def _blank_to_null(column: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
 
-def parse_columns(spec: TableSpec, fields: pa.Table) -> tuple[pa.Table, dict[str, ParsedColumn]]:
-    """Typed columns, vectorised in Arrow: null where blank or unparsable, and why."""
+def parse_columns(
+    spec: TableSpec, fields: pa.Table, refused: Mapping[str, Mapping[int, str]] | None = None
+) -> tuple[pa.Table, dict[str, ParsedColumn]]:
+    """Typed columns, vectorised in Arrow: null where blank or unparsable, and why.
+
+    `refused` are values a reader already judged (a JSON array for a text column): column ->
+    row -> problem. Their fields must be blank; they count as wrong, not as missing."""
     parsed = {}
     for column in spec.columns:
         text = _blank_to_null(fields.column(column).combine_chunks())
         parsed[column] = _PARSERS[spec.column_kind(column)](text)
         parsed[column].blank = pc.is_null(text)
+        column_refused = (refused or {}).get(column)
+        if column_refused:
+            judged = np.zeros(len(text), dtype=bool)
+            judged[list(column_refused)] = True
+            parsed[column].blank = pc.and_(parsed[column].blank, pa.array(~judged))
+            parsed[column].refused = column_refused
     typed = pa.table({column: parsed[column].values for column in spec.columns})
     return typed, parsed
 
@@ -125,7 +139,7 @@ def _to_pandas_typed(typed: pa.Table) -> pd.DataFrame:
 
 
 def _describe_check(check: str) -> str:
-    match = re.fullmatch(r"(\w+)\((.*)\)", check)
+    match = re.fullmatch(r"(\w+)\((.*)\)", check, re.DOTALL)  # a pattern may hold line breaks
     name, argument = (match.group(1), match.group(2)) if match else (check, "")
     if name == "greater_than_or_equal_to":
         return f"must be >= {argument}"
@@ -134,8 +148,8 @@ def _describe_check(check: str) -> str:
     if name == "str_length":
         low, _, high = argument.partition(",")
         return f"must be {low.strip()} to {high.strip()} characters long"
-    if name == "str_matches" and argument.strip("'\"") == NO_CONTROL_CHARACTERS:
-        return "must not contain control characters (line breaks, tabs)"
+    if name == "str_matches" and argument.strip("'\"") == NAME_CHARACTERS_PATTERN:
+        return NAME_CHARACTERS_RULE
     return f"fails {check}"
 
 
@@ -150,9 +164,10 @@ class CheckedRows:
     reasons: dict[int, list[str]]  # row position in `typed` -> what is wrong with it
 
 
-def check_rows(spec: TableSpec, block: RecordBlock) -> CheckedRows:
-    """Parse the block's text columns and let the dictionary's Pandera schema judge each row."""
-    typed, parsed = parse_columns(spec, block.fields)
+def check_rows(spec: TableSpec, block: RecordBlock, refused: Mapping[str, Mapping[int, str]] | None = None) -> CheckedRows:
+    """Parse the block's text columns and let the dictionary's Pandera schema judge each row
+    (`refused`: values its reader already judged, see `parse_columns`)."""
+    typed, parsed = parse_columns(spec, block.fields, refused)
     reasons = _row_rule_reasons(spec, typed, parsed, block.fields) if typed.num_rows else {}
     return CheckedRows(block, typed, reasons)
 
@@ -170,19 +185,29 @@ def _row_rule_reasons(spec: TableSpec, typed: pa.Table, parsed: dict[str, Parsed
 
 
 def reasons_by_row(failures: list[Failure], parsed: dict[str, ParsedColumn], fields: pa.Table) -> dict[int, list[str]]:
-    """Broken checks in words: why a null is null (missing or unparsable), what a value broke."""
+    """Broken checks in words: why a null is null (refused, unparsable or missing), what a value
+    broke. A reason quotes what was sent (trimmed), in an excerpt when long, never the parsed
+    stand-in: 30 digits are quoted as sent, not as the out-of-range id they parse to."""
     reasons: dict[int, list[str]] = {}
-    for column, check, value, row in failures:
+    for column, check, _value, row in failures:
+        column_parse = parsed[column]
         if check == NOT_NULLABLE:
-            column_parse = parsed[column]
-            if column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
-                reason = f"{column}: {column_parse.problem} (got {fields.column(column)[row].as_py().strip()!r})"
+            if row in column_parse.refused:
+                reason = f"{column}: {column_parse.refused[row]}"
+            elif column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
+                reason = f"{column}: {column_parse.problem} (got {excerpt(_sent(fields, column, row))})"
             else:
                 reason = f"{column}: missing"
         else:
-            reason = f"{column}: {_describe_check(check)} (got {_plain(value)!r})"
+            sent = _sent(fields, column, row)  # an integer's text is digits: quoted bare, like the id it is
+            shown = excerpt(sent, quoted=not pa.types.is_integer(column_parse.values.type))
+            reason = f"{column}: {_describe_check(check)} (got {shown})"
         reasons.setdefault(row, []).append(reason)
     return reasons
+
+
+def _sent(fields: pa.Table, column: str, row: int) -> str:
+    return fields.column(column)[row].as_py().strip()
 
 
 def pandera_failures(schema: pa_schema.DataFrameSchema, typed: pa.Table) -> list[Failure]:
@@ -265,11 +290,13 @@ class RowValidator:
     """Validates blocks of one file (or one API batch) against a table's dictionary model.
 
     `known_keys` are the ids each foreign key may point to; `seen_ids` spans blocks so a later
-    duplicate of an id is rejected wherever in the file it appears.
+    duplicate of an id is rejected wherever in the file it appears. `source_kind` names what the
+    rows came in ("file", "request", "backup") in the duplicate's reason.
     """
 
-    def __init__(self, spec: TableSpec, known_keys: Mapping[str, Collection[int]] | None = None):
+    def __init__(self, spec: TableSpec, known_keys: Mapping[str, Collection[int]] | None = None, *, source_kind: str = "file"):
         self.spec = spec
+        self.source_kind = source_kind
         known_keys = known_keys or {}
         self.allowed_keys = {fk.column: pa.array(sorted(known_keys.get(fk.column, ())), type=pa.int64()) for fk in spec.foreign_keys}
         self.seen_ids = SeenIds()
@@ -290,7 +317,7 @@ class RowValidator:
             ids = typed.column(key).fill_null(0).to_numpy()
             duplicates = self.seen_ids.mark(ids, candidate)
             for row in np.flatnonzero(duplicates):
-                reasons[int(row)] = [f"{key}: duplicate of an earlier row in this file (got {ids[row]})"]
+                reasons[int(row)] = [f"{key}: duplicate of an earlier row in this {self.source_kind} (got {ids[row]})"]
             order = {column: i for i, column in enumerate(self.spec.columns)}
             for row in sorted(reasons):
                 line = int(block.lines[row])
@@ -311,14 +338,6 @@ class RowValidator:
             unknown = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=self.allowed_keys[fk.column])))
             for row in np.flatnonzero(unknown.to_numpy(zero_copy_only=False)):
                 reasons.setdefault(int(row), []).append(f"{fk.column}: no such id in {fk.table} (got {values[int(row)].as_py()})")
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, datetime):  # pandas' Timestamp too
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 class SeenIds:
