@@ -24,7 +24,7 @@ import pandera.pandas as pa_schema
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gdx_pipeline.core.csv_source import RecordBlock
+from gdx_pipeline.core.csv_source import LongLine, RecordBlock
 from gdx_pipeline.dictionary import ID_MAX, NO_CONTROL_CHARACTERS, TableSpec
 
 _INTEGER = r"[+-]?\d+"
@@ -41,8 +41,9 @@ Failure = tuple[str, str, object, int]  # column, check (as Pandera names it), f
 @dataclass(frozen=True)
 class RejectedRow:
     line: int
-    raw: str
+    raw: str  # the raw line, or only its start when `long_line` says where the whole line is
     reasons: list[str]
+    long_line: LongLine | None = None
 
 
 @dataclass
@@ -280,7 +281,7 @@ class RowValidator:
     def settle(self, checked: CheckedRows) -> ValidatedBlock:
         """Add what depends on the database and earlier blocks: foreign keys, then duplicates."""
         block, typed = checked.block, checked.typed
-        rejected = [RejectedRow(line, raw, [reason]) for line, raw, reason in block.malformed]
+        rejected = [RejectedRow(line, raw, [reason], block.long_lines.get(line)) for line, raw, reason in block.malformed]
         if typed.num_rows:
             reasons = {row: list(row_reasons) for row, row_reasons in checked.reasons.items()}
             self._foreign_key_reasons(typed, reasons)  # blank lines have no values to look up
