@@ -9,7 +9,7 @@ reading of the same bytes.
 
 The CI budget is fixed (derandomized, GDX_FUZZ_EXAMPLES examples, default 80). A longer run:
 
-    GDX_FUZZ_EXAMPLES=5000 ./scripts/test gdx_pipeline_tests/test_csv_records.py -k fuzz -p no:xdist
+    GDX_FUZZ_EXAMPLES=5000 GDX_TEST_WORKERS=0 ./scripts/test gdx_pipeline_tests/test_csv_records.py -k fuzz
 """
 
 from __future__ import annotations
@@ -273,3 +273,12 @@ def test_unreadable_bytes_are_reported_at_the_same_line_whatever_the_blocks(tmp_
 
 def test_a_bom_split_across_the_first_reads_is_still_a_bom(tmp_path):
     assert fates_at_every_block_size(write(tmp_path, UTF8_BOM + b"1,Engineer\n")) == [(1, "loaded", (1, "Engineer"))]
+
+
+@pytest.mark.parametrize("ending", ["", "\n", "\r\n", "\r"])
+def test_a_record_exactly_at_the_limit_is_read_whatever_ends_the_file(tmp_path, ending):
+    """At the limit to the byte: a line break the file ends with is not part of the record."""
+    record = '1,"' + "x" * 95 + "\n"  # 100 bytes with its quoted line break, never closed
+    got = fates_at_every_block_size(write(tmp_path, record.rstrip("\n") + "\n" + ending), max_record_bytes=len(record))
+    ((_line, fate, _raw, (reason,)),) = got
+    assert fate == "rejected" and reason.startswith("row: a quoted field is never closed"), reason

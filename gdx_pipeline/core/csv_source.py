@@ -306,7 +306,8 @@ class _RecordSplitter:
             consumed = yield from self._complete_records(buffer, final)
             buffer = buffer[consumed:]
             self.offset += consumed
-            if not final and len(buffer) - buffer.endswith(b"\r") > self.max_record_bytes:
+            # Too long already, whatever follows (a last line break would not count).
+            if not final and len(buffer) - _line_ending_length(buffer, len(buffer)) > self.max_record_bytes:
                 buffer, final = yield from self._stream_long_record(buffer)
                 continue
             if final:
