@@ -109,8 +109,6 @@ def csv_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
         raise InvalidBody(f"malformed CSV: the body is not UTF-8 (undecodable byte at offset {error.start})") from None
     if "\x00" in text:
         raise InvalidBody("malformed CSV: the body contains a NUL byte; send CSV text")
-    if text.count('"') % 2:
-        raise InvalidBody('malformed CSV: a quoted value is never closed (odd number of " characters)')
     if not text.removeprefix("\ufeff").strip():  # the reader drops a leading BOM
         raise InvalidBody(f"no rows: send 1 to {max_rows:,} headerless CSV lines ({', '.join(models.spec.columns)})")
     block = block_from_csv_text(models.spec, text)
@@ -124,15 +122,13 @@ BLOCK_READERS = {"application/json": json_block, "text/csv": csv_block}
 
 def _csv_body_pattern() -> str:
     """The CSV body's JSON Schema pattern: exactly the texts `csv_block` does not refuse whole.
-    No NUL, every quote closed (an even number of `"`), and something besides whitespace (as
-    `str.strip` counts it, all of it below U+3001) once a leading BOM is dropped."""
+    No NUL, and something besides whitespace (as `str.strip` counts it, all of it below U+3001)
+    once a leading BOM is dropped. Quotes are free: a quote never closed rejects its record, as
+    in a landing file, not the body."""
     space = character_class(point for point in range(0x3001) if chr(point).isspace())
-    text = '[^"\\x00]'
-    visible = f'[^"\\x00{space}]'
-    # Without quotes: a visible character, which a leading BOM does not count as.
-    unquoted = f"(?:\ufeff[{space}]*{visible}|[{space}]+{visible}|[^\"\\x00{space}\ufeff]){text}*"
-    quoted = f'{text}*(?:"{text}*"{text}*)+'
-    return f"^(?:{unquoted}|{quoted})$"
+    visible = f"[^\\x00{space}]"
+    # A visible character, which a leading BOM does not count as.
+    return f"^(?:\ufeff[{space}]*{visible}|[{space}]+{visible}|[^\\x00{space}\ufeff])[^\\x00]*$"
 
 
 CSV_BODY_PATTERN = _csv_body_pattern()

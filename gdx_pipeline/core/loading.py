@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
+from gdx_pipeline.core.csv_source import RAW_LINE_KEEP_CHARS
 from gdx_pipeline.core.validation import RejectedRow
 from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, rejected_rows
 from gdx_pipeline.dictionary import ID_MAX, ID_MIN, TableSpec
@@ -276,7 +277,7 @@ def record_rejects(
     if not rows:
         return
     columns = ["table_name", "source", "source_sha256", "line_number", "raw_line", "reasons", "run_id", "request_id", "rejected_at"]
-    values = [(spec.name, source, source_sha256, r.line, r.raw, r.reasons, run_id, request_id, at) for r in rows]
+    values = [(spec.name, source, source_sha256, r.line, stored_raw_line(r), r.reasons, run_id, request_id, at) for r in rows]
     if is_postgres(conn):
         raw = conn.connection.driver_connection
         with raw.cursor() as cursor, cursor.copy(f"COPY rejected_rows ({', '.join(columns)}) FROM STDIN") as copy:
@@ -284,3 +285,13 @@ def record_rejects(
                 copy.write_row((*head, json.dumps(reasons, ensure_ascii=False), run, request, when))
     else:
         conn.execute(rejected_rows.insert(), [dict(zip(columns, row)) for row in values])
+
+
+def stored_raw_line(row: RejectedRow) -> str:
+    """The raw line as the reject table keeps it: whole up to RAW_LINE_KEEP_CHARS characters;
+    a longer one is cut there and ends with a marker giving its length. A file's reject file
+    keeps every line whole, so the table stays small and a 50 MB line costs no 50 MB row."""
+    chars = row.long_line.chars if row.long_line is not None else len(row.raw)
+    if chars <= RAW_LINE_KEEP_CHARS:
+        return row.raw
+    return f"{row.raw[:RAW_LINE_KEEP_CHARS]}…[line cut here: {chars:,} characters in all]"

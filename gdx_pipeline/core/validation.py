@@ -23,7 +23,7 @@ import pandera.pandas as pa_schema
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gdx_pipeline.core.csv_source import RecordBlock
+from gdx_pipeline.core.csv_source import LongLine, RecordBlock
 from gdx_pipeline.dictionary import ID_MAX, NAME_CHARACTERS_PATTERN, NAME_CHARACTERS_RULE, TableSpec, excerpt
 
 # The shapes of text each kind of column parses, anchored; the API publishes the datetime one
@@ -42,8 +42,9 @@ Failure = tuple[str, str, object, int]  # column, check (as Pandera names it), f
 @dataclass(frozen=True)
 class RejectedRow:
     line: int
-    raw: str
+    raw: str  # the raw line, or only its start when `long_line` says where the whole line is
     reasons: list[str]
+    long_line: LongLine | None = None
 
 
 @dataclass
@@ -307,7 +308,7 @@ class RowValidator:
     def settle(self, checked: CheckedRows) -> ValidatedBlock:
         """Add what depends on the database and earlier blocks: foreign keys, then duplicates."""
         block, typed = checked.block, checked.typed
-        rejected = [RejectedRow(line, raw, [reason]) for line, raw, reason in block.malformed]
+        rejected = [RejectedRow(line, raw, [reason], block.long_lines.get(line)) for line, raw, reason in block.malformed]
         if typed.num_rows:
             reasons = {row: list(row_reasons) for row, row_reasons in checked.reasons.items()}
             self._foreign_key_reasons(typed, reasons)  # blank lines have no values to look up

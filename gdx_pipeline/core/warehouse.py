@@ -142,6 +142,21 @@ quarantined_files = sa.Table(
     comment="Files that could not be read at all, moved to quarantine/.",
 )
 
+files_changed_while_read = sa.Table(
+    "files_changed_while_read",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file_name", sa.String(512), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, comment="Hash of the file before it was read; empty if it changed while being hashed."),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_files_changed_while_read_file_name", "file_name"),
+    comment="Landing files that changed while being read: nothing of them was applied and they were left for the next run. "
+    "A file's rows go once it is applied, skipped or quarantined (the third change in a row quarantines it).",
+)
+
 
 def normalize_database_url(url: str) -> str:
     """Name the driver: bare `postgresql://` becomes psycopg 3, which the COPY loader needs."""

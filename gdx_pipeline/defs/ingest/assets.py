@@ -86,6 +86,7 @@ def ingestion_metadata(engine: sa.Engine, spec: TableSpec, outcomes: list[FileOu
         "files_applied": len(applied),
         "files_skipped": sum(o.status == "skipped" for o in outcomes),
         "files_quarantined": sum(o.status == "quarantined" for o in outcomes),
+        "files_changed_while_read": sum(o.status == "changed" for o in outcomes),
         "rows_read": sum(o.rows_read for o in applied),
         "rows_inserted": sum(o.counts.inserted for o in applied),
         "rows_updated": sum(o.counts.updated for o in applied),
