@@ -24,3 +24,13 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   touch "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+export VIRTUAL_ENV="$ROOT/.venv"  # activated, as `dg` expects of a project's environment
+
+# The embedded default that scripts/demo and scripts/dev share (the tests make their own):
+# the data folder ./data (SQLite warehouse inside) and Dagster's instance in ./.dagster_home.
+use_local_defaults() {
+  export GDX_DATA_DIR="${GDX_DATA_DIR:-$ROOT/data}"
+  export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT/.dagster_home}"
+  mkdir -p "$GDX_DATA_DIR/landing" "$DAGSTER_HOME"
+  touch "$DAGSTER_HOME/dagster.yaml"
+}

@@ -17,13 +17,13 @@ import sqlalchemy as sa
 
 from gdx_pipeline.core import dashboard, metrics
 from gdx_pipeline.defs.metrics.checks import above_mean_spec, check_above_mean, check_quarter_totals, quarter_totals_spec
+from gdx_pipeline.defs.metrics.partitions import hiring_year_partitions, year_of_run
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
 from gdx_pipeline.dictionary import TABLES
 
 METRICS_GROUP = "metrics"
 PREVIEW_ROWS = 25
 
-hiring_year_partitions = dg.DynamicPartitionsDefinition(name="hiring_year")
 refresh_after_loads = dg.AutomationCondition.eager()
 table_assets = [dg.AssetKey(name) for name in TABLES]
 
@@ -44,14 +44,6 @@ def _markdown(frame: pd.DataFrame, empty: str) -> dg.MetadataValue:
 def _chart(png: bytes, alt: str) -> dg.MetadataValue:
     """A PNG inlined as a data URI in markdown: the Dagster UI renders it on the asset page."""
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
-def _year(context: dg.AssetExecutionContext) -> int:
-    """The partition's year; a key that is no hiring year (added by hand) fails the step with why."""
-    try:
-        return metrics.hiring_year(context.partition_key)
-    except metrics.InvalidYearError as error:
-        raise dg.Failure(description=f"hiring_year partition {context.partition_key!r}: {error}", allow_retries=False) from None
 
 
 @dg.asset(
@@ -90,7 +82,7 @@ def hiring_years(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     metadata={"dagster/table_name": metrics.metric_quarterly_hires.name, "dagster/column_schema": _column_schema(metrics.metric_quarterly_hires)},
 )
 def quarterly_hires(context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource) -> dg.MaterializeResult:
-    year = _year(context)
+    year = year_of_run(context)
     engine = warehouse.engine()
     metrics.ensure_metric_tables(engine)
     frame = metrics.quarterly_hires_by_id(engine, year)
@@ -132,7 +124,7 @@ def quarterly_hires(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 def departments_above_mean_hires(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource
 ) -> dg.MaterializeResult:
-    year = _year(context)
+    year = year_of_run(context)
     engine = warehouse.engine()
     metrics.ensure_metric_tables(engine)
     frame, mean = metrics.departments_above_mean(engine, year)
@@ -163,7 +155,7 @@ def departments_above_mean_hires(
     "metrics as sortable tables and charts, the year, when the data was loaded, and how many rows were rejected.",
 )
 def hiring_dashboard(context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource) -> dg.MaterializeResult:
-    year = _year(context)
+    year = year_of_run(context)
     data = dashboard.collect_dashboard_data(warehouse.engine(), year)
     path = dashboard.dashboard_path(data_folder.folders().reports, year)
     metrics.write_text_atomically(path, dashboard.render_dashboard(data))
