@@ -171,9 +171,21 @@ def dg_program() -> str:
     return str(beside) if beside.exists() else shutil.which("dg") or "dg"
 
 
+def launch(settings: Settings, *args: str) -> bool:
+    """`dg launch ARGS` on this code location and instance, printing INFO and above."""
+    config = dict(TERMINAL_RUN_CONFIG)
+    if "--assets" in args:  # an asset selection runs in the default executor: keep it in one process
+        config["execution"] = {"config": {"in_process": {}}}
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / "dagster.yaml").touch()  # an empty one: Dagster's defaults, without its warning
+    argv = [dg_program(), "launch", *args, "-m", "gdx_pipeline.definitions", "--config-json", json.dumps(config)]
+    return subprocess.run(argv, env={**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}).returncode == 0
+
+
 def metrics_command(settings: Settings, year_text: str | None) -> int:
-    """Check the year against the hiring_year partitions before Dagster's CLI sees it (which
-    answers an unknown or missing partition with a traceback), then run metrics_job for it."""
+    """Check the year before Dagster's CLI sees it (it answers an unknown or missing partition
+    with a traceback), add its partition if it has hires but no partition yet, then run
+    metrics_job for it."""
     instance = settings.instance()
     years = known_hiring_years(instance) if instance is not None else []
     if year_text is None:
@@ -185,14 +197,15 @@ def metrics_command(settings: Settings, year_text: str | None) -> int:
         year = metrics.hiring_year(year_text)
     except metrics.InvalidYearError as error:
         return fail("metrics", str(error), 2)
-    if str(year) not in years:
-        hint = "hiring_years adds a year once hired_employees has hires in it: dg launch --assets hiring_years"
-        return fail("metrics", f"no hiring_year partition {year} ({years_phrase(years)}); {hint}", 2)
-    argv = [dg_program(), "launch", "--job", "metrics_job", "--partition", str(year), "-m", "gdx_pipeline.definitions", "--config-json", json.dumps(TERMINAL_RUN_CONFIG)]
-    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
-    if subprocess.run(argv, env=env).returncode != 0:
-        return fail("metrics", f"metrics_job failed for {year} (its log is above)")
     engine = settings.engine()
+    if str(year) not in years:
+        if not metrics.hires_in_year(engine, year):
+            return fail("metrics", f"hired_employees has no hires in {year}, so there is no hiring_year partition {year} ({years_phrase(years)})", 2)
+        print(f"{year} has hires but no hiring_year partition yet: materializing hiring_years ...")
+        if not launch(settings, "--assets", "hiring_years"):
+            return fail("metrics", "hiring_years failed (its log is above)")
+    if not launch(settings, "--job", "metrics_job", "--partition", str(year)):
+        return fail("metrics", f"metrics_job failed for {year} (its log is above)")
     totals = metrics.stored_quarter_totals(engine, year)
     above = metrics.stored_departments_above_mean(engine, year)
     print(f"{year}: hires per quarter {', '.join(f'{q} {n:,}' for q, n in totals.items())}; {len(above)} department(s) above the mean")
