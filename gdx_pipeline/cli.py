@@ -23,6 +23,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -61,9 +63,14 @@ class Settings:
     def warehouse_name(self) -> str:
         return sa.engine.make_url(self.warehouse.url()).render_as_string(hide_password=True)
 
-    def instance(self) -> dg.DagsterInstance | None:
+    @contextmanager
+    def instance(self) -> Iterator[dg.DagsterInstance | None]:
         """The Dagster instance at DAGSTER_HOME, or None where there is none yet."""
-        return dg.DagsterInstance.from_config(str(self.dagster_home)) if self.dagster_home.is_dir() else None
+        if not self.dagster_home.is_dir():
+            yield None
+            return
+        with dg.DagsterInstance.from_config(str(self.dagster_home)) as instance:
+            yield instance
 
 
 def fail(command: str, message: str, code: int = 1) -> int:
@@ -105,7 +112,7 @@ def print_summary(engine: sa.Engine, folders: DataFolders, sample_folder: Path =
             f"{loads.other_loads:,} other load(s): its rows and metrics are not your data's. Empty it with `gdx reset`, then drop your files again."
         )
     elif loads.sample_files:
-        print(f"These rows are the shipped SAMPLE (data/sample/), not real data. Before loading real files: gdx reset --yes")
+        print("These rows are the shipped SAMPLE (data/sample/), not real data. Before loading real files: gdx reset --yes")
 
 
 # --- reset -------------------------------------------------------------------------------------
@@ -133,29 +140,28 @@ def confirmed(question: str) -> bool:
 def reset_command(settings: Settings, yes: bool, include_backups: bool) -> int:
     if not yes and not sys.stdin.isatty():
         return fail("reset", "stdin is not a terminal, so nobody can confirm: pass --yes to empty the warehouse and data folders", 2)
-    instance = settings.instance()
-    if instance is not None and (busy := runs_in_flight(instance)):
-        jobs = ", ".join(sorted({run.job_name for run in busy}))
-        return fail("reset", f"{len(busy)} Dagster run(s) in progress ({jobs}) in {settings.dagster_home}: let them finish or cancel them, then reset")
-    engine = settings.engine()
-    before = reset_core.contents(engine, settings.folders, include_backups)
-    kept_backups = reset_core.count_files(settings.folders.backups)
-    if not yes:
-        print(f"This empties the warehouse {settings.warehouse_name()} and the data folder {settings.folders.root}:")
-        print(f"  rows:  {counts(nonzero(before.rows))}")
-        print(f"  files: {counts(nonzero(before.files))}")
-        if not confirmed("Remove them?"):
-            print("Nothing removed.")
-            return 1
-    removed = reset_core.reset(engine, settings.folders, include_backups)
-    years = remove_hiring_years(instance) if instance is not None else []
+    with settings.instance() as instance:
+        if instance is not None and (busy := runs_in_flight(instance)):
+            jobs = ", ".join(sorted({run.job_name for run in busy}))
+            return fail("reset", f"{len(busy)} Dagster run(s) in progress ({jobs}) in {settings.dagster_home}: let them finish or cancel them, then reset")
+        engine = settings.engine()
+        if not yes:
+            before = reset_core.contents(engine, settings.folders, include_backups)
+            print(f"This empties the warehouse {settings.warehouse_name()} and the data folder {settings.folders.root}:")
+            print(f"  rows:  {counts(nonzero(before.rows))}")
+            print(f"  files: {counts(nonzero(before.files))}")
+            if not confirmed("Remove them?"):
+                print("Nothing removed.")
+                return 1
+        removed = reset_core.reset(engine, settings.folders, include_backups)
+        years = remove_hiring_years(instance) if instance is not None else []
     print(
         f"Reset {settings.warehouse_name()}: removed {removed.total_rows:,} rows ({counts(nonzero(removed.rows))}) "
         f"and {removed.total_files:,} files under {settings.folders.root} ({', '.join(f'{name}/' for name in removed.files)})."
     )
     if years:
         print(f"Removed the hiring_year partitions {', '.join(years)} from the Dagster instance at {settings.dagster_home}.")
-    kept = [] if include_backups else [f"backups/ ({kept_backups:,} files; --include-backups removes them)"]
+    kept = [] if include_backups else [f"backups/ ({reset_core.count_files(settings.folders.backups):,} files; --include-backups removes them)"]
     if instance is not None:
         kept.append(f"Dagster's run and materialization history in {settings.dagster_home}")
     if kept:
@@ -186,8 +192,8 @@ def metrics_command(settings: Settings, year_text: str | None) -> int:
     """Check the year before Dagster's CLI sees it (it answers an unknown or missing partition
     with a traceback), add its partition if it has hires but no partition yet, then run
     metrics_job for it."""
-    instance = settings.instance()
-    years = known_hiring_years(instance) if instance is not None else []
+    with settings.instance() as instance:
+        years = known_hiring_years(instance) if instance is not None else []
     if year_text is None:
         print(f"{years_phrase(years)} (Dagster instance {settings.dagster_home})")
         if years:
