@@ -313,6 +313,9 @@ class LocalDeployment:
                 self.wait_for(lambda n=name: self.healthy(n), f"{name} to be healthy", STARTUP_SECONDS)
 
     def wait_for(self, condition: Callable[[], object], what: str, seconds: float) -> object:
+        """Poll `condition` until it is truthy. The limit is for a slow machine, not for a missing
+        prerequisite: a service that exits fails the wait at once, and a condition that can tell
+        it will never hold fails it itself (see `first_sensor_runs`)."""
         deadline = time.monotonic() + seconds
         while True:
             crashed = [p for p in self.processes.values() if p.exited() and not p.stopping]
