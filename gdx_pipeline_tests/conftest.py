@@ -18,7 +18,9 @@ from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, normalize_database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GLOBANT_DATA = REPO_ROOT.parent / "shared" / "data" / "globant"
+# The challenge's three files, shipped with the tests (see data/globant/README.md).
+GLOBANT_DATA = Path(__file__).resolve().parent / "data" / "globant"
+GLOBANT_FILES = ("departments.csv", "jobs.csv", "hired_employees.csv")
 POSTGRES_URL_ENV = "GDX_TEST_POSTGRES_URL"
 
 
@@ -86,9 +88,7 @@ def folders(tmp_path: Path) -> DataFolders:
 @pytest.fixture
 def globant_landing(folders: DataFolders) -> DataFolders:
     """The challenge's real files, copied into a temporary landing folder."""
-    if not GLOBANT_DATA.exists():
-        pytest.fail(f"the real data is missing: expected it at {GLOBANT_DATA}")
-    for name in ("departments.csv", "jobs.csv", "hired_employees.csv"):
+    for name in GLOBANT_FILES:
         shutil.copy(GLOBANT_DATA / name, folders.landing / name)
     return folders
 

@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 
 from gdx_pipeline.core.warehouse import create_warehouse_engine, data_tables, rejected_rows
 from gdx_pipeline.defs.ingest.sensors import LANDING_SETTLE_SECONDS
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, postgres_server_url, table_count
+from gdx_pipeline_tests.conftest import GLOBANT_DATA, GLOBANT_FILES, postgres_server_url, table_count
 from gdx_pipeline_tests.test_deployment import (
     API,
     CODE_SERVER,
@@ -71,6 +71,14 @@ INSTIGATOR_STATUS = """
 query InstigatorStatus($schedule: ScheduleSelector!, $sensor: SensorSelector!) {
   scheduleOrError(scheduleSelector: $schedule) { __typename ... on Schedule { scheduleState { status } } ... on Error { message } }
   sensorOrError(sensorSelector: $sensor) { __typename ... on Sensor { sensorState { status } } ... on Error { message } }
+}"""
+SENSOR_TICKS = """
+query SensorTicks($sensor: SensorSelector!) {
+  sensorOrError(sensorSelector: $sensor) {
+    __typename
+    ... on Sensor { sensorState { ticks(limit: 10) { status skipReason error { message } } } }
+    ... on Error { message }
+  }
 }"""
 RUN_STATUS = """
 query RunStatus($runId: ID!) {
@@ -305,6 +313,9 @@ class LocalDeployment:
                 self.wait_for(lambda n=name: self.healthy(n), f"{name} to be healthy", STARTUP_SECONDS)
 
     def wait_for(self, condition: Callable[[], object], what: str, seconds: float) -> object:
+        """Poll `condition` until it is truthy. The limit is for a slow machine, not for a missing
+        prerequisite: a service that exits fails the wait at once, and a condition that can tell
+        it will never hold fails it itself (see `first_sensor_runs`)."""
         deadline = time.monotonic() + seconds
         while True:
             crashed = [p for p in self.processes.values() if p.exited() and not p.stopping]
@@ -389,6 +400,11 @@ class LocalDeployment:
         assert data["sensorOrError"]["__typename"] == "Sensor", data
         return data["scheduleOrError"]["scheduleState"]["status"], data["sensorOrError"]["sensorState"]["status"]
 
+    def sensor_ticks(self, sensor: str) -> list[dict]:
+        data = self.graphql(SENSOR_TICKS, {"sensor": {**self.repository_selector(), "sensorName": sensor}})["sensorOrError"]
+        assert data["__typename"] == "Sensor", data
+        return data["sensorState"]["ticks"]
+
     def launch(self, job: str, run_config: dict) -> str:
         params = {"selector": {**self.repository_selector(), "jobName": job}, "runConfigData": run_config}
         result = self.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
@@ -426,7 +442,7 @@ def drop_into_landing(data_dir: Path) -> list[str]:
     settle time, then rename them: each appears in landing whole, as the README advises."""
     landing = data_dir / "landing"
     landing.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.name for p in GLOBANT_DATA.glob("*.csv"))
+    names = sorted(GLOBANT_FILES)
     settled = time.time() - LANDING_SETTLE_SECONDS - 60
     for name in names:
         hidden = landing / f".{name}"
@@ -434,6 +450,19 @@ def drop_into_landing(data_dir: Path) -> list[str]:
         os.utime(hidden, (settled, settled))
         os.replace(hidden, landing / name)
     return names
+
+
+def first_sensor_runs(deployment: LocalDeployment, dagster_db: sa.Engine, waiting: list[str]) -> list[sa.Row]:
+    """The landing sensor's runs; a tick that ended without one fails the test at once (the files
+    were waiting before the daemon started, so its first tick must request a run)."""
+    runs = sensor_runs(dagster_db)
+    if runs:
+        return runs
+    for tick in deployment.sensor_ticks("landing_files_sensor"):
+        if tick["status"] in ("SKIPPED", "FAILURE"):
+            why = tick["skipReason"] or (tick["error"] or {}).get("message", "").splitlines()[0]
+            pytest.fail(f"landing_files_sensor ended a tick without a run ({tick['status']}: {why}) while {waiting} waited in landing", pytrace=False)
+    return []
 
 
 def sensor_runs(dagster_db: sa.Engine) -> list[sa.Row]:
@@ -496,7 +525,9 @@ def test_the_deployment_ingests_dropped_files_and_restores_through_graphql(deplo
         assert deployment.instigator_statuses("nightly_backup_schedule", "landing_files_sensor") == ("RUNNING", "RUNNING")
 
         # The sensor fires, the run is queued, then succeeds.
-        (run_id, job, _) = deployment.wait_for(lambda: sensor_runs(dagster_db), "landing_files_sensor to request a run", RUN_SECONDS)[0]
+        (run_id, job, _) = deployment.wait_for(
+            lambda: first_sensor_runs(deployment, dagster_db, dropped), "landing_files_sensor to request a run", RUN_SECONDS
+        )[0]
         deployment.mark("sensor requested a run")
         status = deployment.wait_for_run(run_id)
         assert status == "SUCCESS", run_failure_messages(dagster_db, run_id) + deployment.logs()

@@ -19,8 +19,24 @@ if [ ! -x .venv/bin/python ]; then
 fi
 STAMP=.venv/.gdx-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test,bench]"
+  # pip's own warnings go to a log, not between the lines a person reads.
+  echo "Installing the project into .venv (first time: a minute or two; log: .venv/install.log) ..."
+  if ! { .venv/bin/python -m pip install --quiet --upgrade pip &&
+         .venv/bin/python -m pip install --quiet -e ".[test,bench]"; } >.venv/install.log 2>&1; then
+    tail -n 30 .venv/install.log >&2
+    echo "Installing into .venv failed; full log: $ROOT/.venv/install.log" >&2
+    exit 1
+  fi
   touch "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+export VIRTUAL_ENV="$ROOT/.venv"  # activated, as `dg` expects of a project's environment
+
+# The embedded default that scripts/demo and scripts/dev share (the tests make their own):
+# the data folder ./data (SQLite warehouse inside) and Dagster's instance in ./.dagster_home.
+use_local_defaults() {
+  export GDX_DATA_DIR="${GDX_DATA_DIR:-$ROOT/data}"
+  export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT/.dagster_home}"
+  mkdir -p "$GDX_DATA_DIR/landing" "$DAGSTER_HOME"
+  touch "$DAGSTER_HOME/dagster.yaml"
+}

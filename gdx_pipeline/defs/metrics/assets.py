@@ -21,6 +21,7 @@ from gdx_pipeline.core import dashboard, metric_charts, metrics
 from gdx_pipeline.core.provenance import read_provenance
 from gdx_pipeline.defs.catalog import DASHBOARD_LOGIC, HR_ANALYTICS, METRICS_LOGIC, asset_tags, freshness_for_cron, source_version
 from gdx_pipeline.defs.metrics.checks import above_mean_spec, check_above_mean, check_quarter_totals, quarter_totals_spec
+from gdx_pipeline.defs.metrics.partitions import hiring_year_partitions, year_of_run
 from gdx_pipeline.defs.provenance import provenance_metadata
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
 from gdx_pipeline.defs.retries import TRANSIENT_DATABASE_RETRY, retried_only_when_transient
@@ -32,7 +33,6 @@ PREVIEW_ROWS = 25
 # failed or a write that bypassed the pipeline, and gives the freshness policy a cadence to hold.
 NIGHTLY_REFRESH_CRON = "30 3 * * *"
 
-hiring_year_partitions = dg.DynamicPartitionsDefinition(name="hiring_year")
 table_assets = [dg.AssetKey(name) for name in TABLES]
 
 # Stricter than `all_deps_blocking_checks_passed()`, which also accepts a check requested in the
@@ -91,14 +91,6 @@ def _chart(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def _year(context: dg.AssetExecutionContext) -> int:
-    """The partition's year; a key that is no hiring year (added by hand) fails the step with why."""
-    try:
-        return metrics.hiring_year(context.partition_key)
-    except metrics.InvalidYearError as error:
-        raise dg.Failure(description=f"hiring_year partition {context.partition_key!r}: {error}", allow_retries=False) from None
-
-
 def _sources(engine: sa.Engine) -> dict[str, object]:
     """Which loads of the three tables the numbers were computed from."""
     return provenance_metadata(read_provenance(engine, TABLES))
@@ -155,7 +147,7 @@ def hiring_years(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     metadata={"dagster/table_name": metrics.metric_quarterly_hires.name, "dagster/column_schema": metric_column_schema(metrics.metric_quarterly_hires)},
 )
 def quarterly_hires(context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource) -> dg.MaterializeResult:
-    year = _year(context)
+    year = year_of_run(context)
     with retried_only_when_transient():
         engine = warehouse.engine()
         metrics.ensure_metric_tables(engine)
@@ -204,7 +196,7 @@ def quarterly_hires(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 def departments_above_mean_hires(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource
 ) -> dg.MaterializeResult:
-    year = _year(context)
+    year = year_of_run(context)
     with retried_only_when_transient():
         engine = warehouse.engine()
         metrics.ensure_metric_tables(engine)
