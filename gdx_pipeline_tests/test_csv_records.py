@@ -35,7 +35,7 @@ from gdx_pipeline.core.csv_source import (
 )
 from gdx_pipeline.core.loading import stored_raw_line
 from gdx_pipeline.core.validation import RejectedRow, RowValidator
-from gdx_pipeline.dictionary import TABLES
+from gdx_pipeline.dictionary import NAME_CHARACTERS_RULE, TABLES
 
 JOBS = TABLES["jobs"]
 FUZZ_EXAMPLES = int(os.environ.get("GDX_FUZZ_EXAMPLES", "80"))
@@ -221,7 +221,7 @@ def test_a_stray_quote_in_an_unquoted_field_never_splits_a_quoted_record_later(t
     first = list(csv.reader([f"1,{stray}"]))[0][1]
     assert got == [
         (1, "loaded", (1, first)),
-        (2, "rejected", '2,"Multi\nLine, with a comma"', ("job: must not contain control characters (line breaks, tabs) (got 'Multi\\nLine, with a comma')",)),
+        (2, "rejected", '2,"Multi\nLine, with a comma"', (f"job: {NAME_CHARACTERS_RULE} (got 'Multi\\nLine, with a comma')",)),
         (4, "loaded", (3, "After")),
     ]
 
