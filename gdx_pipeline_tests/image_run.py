@@ -35,6 +35,7 @@ import yaml
 
 from gdx_pipeline_tests.compose import (
     COMPOSE_FILE,
+    COMPOSE_VARIABLE,
     DEPLOY_WORKSPACE,
     ENV_EXAMPLE,
     container_port,
@@ -47,8 +48,6 @@ from gdx_pipeline_tests.compose import (
 )
 
 LOOPBACK = "127.0.0.1"
-# Compose publishes these from the host; with host networking they pick the host ports.
-PUBLISHED_PORT_VARIABLES = ("GDX_UI_PORT", "GDX_API_PORT")
 _DURATION_PART = re.compile(r"(\d+)(ms|h|m|s)")
 _SECONDS = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
 
@@ -59,6 +58,14 @@ def duration_seconds(text: str) -> float:
     if not parts or "".join(number + unit for number, unit in parts) != str(text):
         raise ValueError(f"not a compose duration: {text!r}")
     return sum(int(number) * _SECONDS[unit] for number, unit in parts)
+
+
+def published_port_variables() -> set[str]:
+    """The variables that choose host ports in the compose file's `ports:` (GDX_UI_PORT, ...):
+    with host networking they become the ports the containers listen on."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    mappings = [str(mapping) for spec in raw["services"].values() for mapping in spec.get("ports", [])]
+    return {match.group("braced") or match.group("bare") for mapping in mappings for match in COMPOSE_VARIABLE.finditer(mapping) if match.group(0) != "$$"}
 
 
 def free_port() -> int:
@@ -170,7 +177,7 @@ def plan_image_run(run_dir: Path, project: str, settings: dict[str, str]) -> Ima
     """The run's env file is .env.example with `settings` over it, as a user would edit it, and
     free host ports for every port a container listens on."""
     env = {**read_env_file(ENV_EXAMPLE), **settings}
-    for variable in PUBLISHED_PORT_VARIABLES:
+    for variable in sorted(published_port_variables()):
         if variable not in settings:
             env[variable] = str(free_port())
     compose = render_compose(env=env)
