@@ -29,111 +29,34 @@ from dagster._config.field import Field
 from dagster._core.instance.config import dagster_instance_config, dagster_instance_config_schema
 from sqlalchemy.engine import make_url
 
+from gdx_pipeline_tests.compose import (
+    API,
+    CODE_SERVER,
+    COMPOSE_FILE,
+    COMPOSE_VARIABLE,
+    DAEMON,
+    DATABASE,
+    DEPLOY_WORKSPACE,
+    WEBSERVER,
+    WORKSPACE_CLIENTS,
+    container_port,
+    healthcheck_argv,
+    interpolate,
+    mounts,
+    option_value,
+    read_env_file,
+    render_compose,
+    service_environment,
+)
 from gdx_pipeline_tests.conftest import REPO_ROOT, postgres_server_url
 
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 EXTERNAL_POSTGRES_FILE = REPO_ROOT / "deploy" / "compose.external-postgres.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-ENV_EXAMPLE = REPO_ROOT / ".env.example"
 DEPLOY_INSTANCE = REPO_ROOT / "deploy" / "dagster.yaml"
-DEPLOY_WORKSPACE = REPO_ROOT / "deploy" / "workspace.yaml"
 INIT_SCRIPT = REPO_ROOT / "deploy" / "postgres" / "create-warehouse-database.sh"
 
-DATABASE = "postgres"
-CODE_SERVER = "gdx-code"
-WEBSERVER = "dagster-webserver"
-DAEMON = "dagster-daemon"
-API = "gdx-api"
-# The processes that talk to the code location over gRPC (they load the workspace).
-WORKSPACE_CLIENTS = (WEBSERVER, DAEMON)
 
-_VARIABLE = re.compile(r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
-
-
-# --- reading the files the way their tools do ------------------------------------------------
-
-
-def read_env_file(path: Path = ENV_EXAMPLE) -> dict[str, str]:
-    """KEY=VALUE lines, as compose reads an env file (comments and blank lines skipped)."""
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR:?error}` and `$$` (a literal `$`)."""
-
-    def substitute(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group("braced") or match.group("bare")
-        op, arg = match.group("op"), match.group("arg")
-        value = env.get(name)
-        unset = value is None or (value == "" and op is not None and op.startswith(":"))
-        if op and op.endswith("-") and unset:
-            return arg
-        if op and op.endswith("?") and unset:
-            raise KeyError(f"{name} is required: {arg}")
-        return value or ""
-
-    return _VARIABLE.sub(substitute, text)
-
-
-def _interpolated(node: object, env: dict[str, str]) -> object:
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [_interpolated(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: _interpolated(value, env) for key, value in node.items()}
-    return node
-
-
-def render_compose(path: Path = COMPOSE_FILE, env: dict[str, str] | None = None) -> dict:
-    """The compose file as `docker compose config` would see it with the shipped env file."""
-    return _interpolated(yaml.safe_load(path.read_text()), read_env_file() if env is None else env)
-
-
-def service_environment(service: dict, env_file: dict[str, str]) -> dict[str, str]:
-    """What a container's environment holds: the env file first, `environment:` over it."""
-    environment = dict(env_file) if service.get("env_file") else {}
-    environment.update({key: str(value) for key, value in (service.get("environment") or {}).items()})
-    return environment
-
-
-def option_value(argv: list[str], *flags: str) -> str:
-    for index, arg in enumerate(argv[:-1]):
-        if arg in flags:
-            return argv[index + 1]
-    raise AssertionError(f"none of {flags} in {argv}")
-
-
-def healthcheck_argv(service: dict) -> list[str]:
-    """The healthcheck's command line (the CMD form, or the shell line of CMD-SHELL)."""
-    test = service["healthcheck"]["test"]
-    kind, rest = test[0], test[1:]
-    if kind == "CMD-SHELL":
-        return shlex.split(rest[0])
-    assert kind == "CMD", f"unexpected healthcheck form {test}"
-    return list(rest)
-
-
-def container_port(mapping: str) -> int:
-    """`HOST:CONTAINER` (optionally `IP:HOST:CONTAINER`) -> the container side."""
-    return int(str(mapping).split(":")[-1].split("/")[0])
-
-
-def mounts(service: dict) -> dict[str, str]:
-    """Container path -> host path or named volume."""
-    result = {}
-    for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
-        result[target] = source
-    return result
+# --- the Dockerfile, the instance, the project ------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -436,8 +359,8 @@ def test_the_data_folder_is_one_volume_shared_by_the_code_server_and_the_api(ser
 
 def test_secrets_come_from_the_env_file_only(services, env_file):
     raw = COMPOSE_FILE.read_text()
-    referenced = {m.group("braced") or m.group("bare") for m in _VARIABLE.finditer(raw) if m.group(0) != "$$"}
-    required = {m.group("braced") for m in _VARIABLE.finditer(raw) if m.group("op") in {"?", ":?"}}
+    referenced = {m.group("braced") or m.group("bare") for m in COMPOSE_VARIABLE.finditer(raw) if m.group(0) != "$$"}
+    required = {m.group("braced") for m in COMPOSE_VARIABLE.finditer(raw) if m.group("op") in {"?", ":?"}}
     assert required <= set(env_file), f"compose requires {sorted(required - set(env_file))}, which .env.example does not define"
     assert referenced <= set(env_file), f".env.example does not document {sorted(referenced - set(env_file))}"
     for secret in ("POSTGRES_PASSWORD", "GDX_API_TOKEN"):

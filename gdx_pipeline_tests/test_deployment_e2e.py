@@ -32,18 +32,20 @@ from sqlalchemy.engine import URL, make_url
 
 from gdx_pipeline.core.warehouse import create_warehouse_engine, data_tables, rejected_rows
 from gdx_pipeline.defs.ingest.sensors import LANDING_SETTLE_SECONDS
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, GLOBANT_FILES, postgres_server_url, table_count
-from gdx_pipeline_tests.test_deployment import (
+from gdx_pipeline_tests.compose import (
     API,
     CODE_SERVER,
     DATABASE,
-    DEPLOY_INSTANCE,
     DEPLOY_WORKSPACE,
     WEBSERVER,
     healthcheck_argv,
     option_value,
     render_compose,
+    start_order,
+    with_host_ports,
 )
+from gdx_pipeline_tests.conftest import GLOBANT_DATA, GLOBANT_FILES, postgres_server_url, table_count
+from gdx_pipeline_tests.test_deployment import DEPLOY_INSTANCE
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -263,14 +265,9 @@ class LocalDeployment:
         program, *args = argv
         local_program = sys.executable if program == "python" else str(Path(sys.executable).parent / program)
         container_workspace = option_value(self.service(WEBSERVER)["command"], "-w", "--workspace")
-        tokens = {"0.0.0.0": "127.0.0.1", container_workspace: str(self.workspace), **self.port_map}
-        localized = []
-        for arg in args:
-            arg = tokens.get(arg, arg)
-            for container, local in self.port_map.items():
-                arg = arg.replace(f"127.0.0.1:{container}/", f"127.0.0.1:{local}/")
-            localized.append(arg)
-        return [local_program, *localized]
+        tokens = {"0.0.0.0": "127.0.0.1", container_workspace: str(self.workspace)}
+        host_ports = {int(container): int(local) for container, local in self.port_map.items()}
+        return [local_program, *with_host_ports([tokens.get(arg, arg) for arg in args], host_ports)]
 
     def healthy(self, name: str) -> bool:
         """The service's own compose healthcheck, run locally."""
@@ -298,7 +295,7 @@ class LocalDeployment:
 
     def start(self) -> None:
         healthy = {DATABASE}  # the test server, up before the test
-        for name in self.start_order():
+        for name in start_order(self.compose["services"]):
             for dependency, condition in self.service(name).get("depends_on", {}).items():
                 assert condition == {"condition": "service_healthy"}
                 if dependency not in healthy:
