@@ -16,7 +16,7 @@ clock starts:
                  each), one commit; no upsert, no reject log, no ledger
   ORM add-all    POST /peer/add-all/hired_employees/rows: the same loop without the flush. Of 18
                  public solutions of this challenge with a JSON batch endpoint that we read
-                 (README, "API speed"), 11 insert in one bulk call, 4 like this (`db.add` per
+                 (benchmarks/results/api.md), 11 insert in one bulk call, 4 like this (`db.add` per
                  row or `add_all`, one commit), 2 execute raw INSERTs row by row, 1 commits per
                  row and none flushes per row. SQLAlchemy 2 turns this loop into multi-row
                  INSERTs, so on the wire it is not per-row. It checks and logs nothing
@@ -24,8 +24,8 @@ clock starts:
 All run side by side in the same server on the same tables (disjoint ids). Reported:
 p50/p99 latency per batch, rows/s over the whole concurrent run (wall clock), and the CPU time
 each batch cost the API's processes, a local PostgreSQL server's processes and the clients
-(psutil), which shows what the two shared cores are spent on. Results go to stdout and
-benchmarks/results/api.md. The PostgreSQL backend uses a fresh database
+(psutil), which shows what the two shared cores are spent on. Results go to stdout and, as a
+dated section, to the end of benchmarks/results/api.md. The PostgreSQL backend uses a fresh database
 `gdx_api_bench_*` on --postgres-url, dropped afterwards.
 """
 
@@ -49,7 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.results_log import append_run, postgres_version  # noqa: E402
+
 BATCH_ROWS = 1_000
 DEPARTMENTS, JOBS = 12, 183
 OUR_PATH = "/tables/hired_employees/rows"
@@ -374,8 +375,6 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> str:
     if args.workers:
         command += f" --workers {args.workers}"
     lines = [
-        f"# API benchmark: {BATCH_ROWS:,}-row batches of hired_employees, {args.clients} concurrent clients",
-        "",
         f"`{command}` on {os.cpu_count()} cores (load average at the end: {load}); "
         "uvicorn with the workers named beside each backend (gdx-api's default for its engine unless --workers); "
         "server and clients on one machine (loopback). `× per-row` is rows/s over the per-row ORM peer's. "
@@ -437,8 +436,8 @@ def main() -> int:
                     drop_postgres_database(args.postgres_url, name)
     text = report(results, args)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "api.md").write_text(text, encoding="utf-8")
+    postgres = postgres_version(args.postgres_url) if "postgres" in args.backends else None
+    append_run("api", f"{BATCH_ROWS:,}-row batches of hired_employees, {args.clients} concurrent clients", text, postgres=postgres)
     return 0
 
 

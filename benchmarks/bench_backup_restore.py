@@ -19,8 +19,8 @@ process (best of `--repeat`, contenders interleaved so machine noise hits all al
 
 Targets (issue 3): backup <= 1.5x bare write, restore <= 2x (bare read + bare COPY), peak RSS
 < 1 GiB. Seconds are measured inside each child (imports excluded); peak RSS is the child's,
-plus the Avro helper process's for the backup. Results go to stdout and
-benchmarks/results/backup_restore.md.
+plus the Avro helper process's for the backup. Results go to stdout and, as a dated section, to
+the end of benchmarks/results/backup_restore.md.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_log import append_run, postgres_version  # noqa: E402
 from benchmarks.scratch_databases import drop_database, fresh_database  # noqa: E402
-from gdx_pipeline.core.warehouse import normalize_database_url  # noqa: E402
+from gdx_pipeline.core.warehouse import create_warehouse_engine, normalize_database_url  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
-RESULTS = ROOT / "benchmarks" / "results"
 
 # Every child prints one JSON line: {"seconds": ..., "rss": ..., "helper_rss": ...}.
 REPORT = """
@@ -212,7 +212,6 @@ def main() -> None:
     parser.add_argument("--server-url", default=os.environ.get("GDX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     lines = [
         "| rows | contender | seconds | rows/s | peak RSS MiB | ratio |",
         "|---:|---|---:|---:|---:|---|",
@@ -232,7 +231,8 @@ def main() -> None:
         lines.append(f"| {rows:,} | _bare read + bare COPY with keys_ | {bare_restore:.2f} | {rows / bare_restore:,.0f} | | |")
         print("\n".join(lines), flush=True)
     note = f"\nAvro file of the largest run: {best['_files']['avro_bytes'] / 2**20:,.1f} MiB (deflate); the same rows as CSV: {best['_files']['csv_bytes'] / 2**20:,.1f} MiB.\n"
-    (RESULTS / "backup_restore.md").write_text("\n".join(lines) + "\n" + note)
+    append_run("backup_restore", "rows " + ", ".join(f"{rows:,}" for rows in args.rows), "\n".join(lines) + "\n" + note,
+               postgres=postgres_version(args.server_url))
     print(note)
 
 

@@ -10,7 +10,7 @@ the same PostgreSQL server and each in a fresh database with the dictionary's DD
   to_sql     pandas read_csv + dropna + DataFrame.to_sql, what most public solutions do
 
 Each contender runs in its own child process; peak RSS is that child's (plus psql's for \\copy).
-Results go to stdout and benchmarks/results/ingest.md.
+Results go to stdout and, as a dated section, to the end of benchmarks/results/ingest.md.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_log import append_run, postgres_version  # noqa: E402
 from benchmarks.scratch_databases import drop_database, fresh_database  # noqa: E402
 from gdx_pipeline.core.warehouse import normalize_database_url  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def run_child(code: str, *args: str) -> tuple[float, int]:
@@ -144,7 +144,6 @@ def main() -> None:
     parser.add_argument("--skip-to-sql-above", type=int, default=2_000_000, help="to_sql takes ~30 s per 1 M rows")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     lines = ["| rows | contender | seconds | rows/s | peak RSS MiB | time vs \\copy |", "|---:|---|---:|---:|---:|---:|"]
     for rows in args.rows:
         results = bench_size(normalize_database_url(args.server_url), rows, rows > args.skip_to_sql_above)
@@ -152,7 +151,7 @@ def main() -> None:
         for name, seconds, rss in results:
             lines.append(f"| {rows:,} | {name} | {seconds:.1f} | {rows / seconds:,.0f} | {rss / 2**20:,.0f} | {seconds / copy_seconds:.2f} |")
         print("\n".join(lines), flush=True)
-    (RESULTS / "ingest.md").write_text("\n".join(lines) + "\n")
+    append_run("ingest", "rows " + ", ".join(f"{rows:,}" for rows in args.rows), "\n".join(lines), postgres=postgres_version(args.server_url))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ the pipeline itself (`ingest_landing`: validation, reject log, COPY on PostgreSQ
 without hires, with two index sets on `hired_employees`, side by side in one run:
 
   none       only the primary key: every query scans the table
-  shipped    what the warehouse DDL creates: one index each on `datetime`, `department_id`, `job_id`
+  shipped    what the warehouse DDL creates on that engine: `department_id`, `job_id`, and `datetime`
+             (PostgreSQL) or the hire year (SQLite)
 
-Each timing is the best of `--repeat` runs. Results go to stdout and benchmarks/results/metrics.md.
+Each timing is the best of `--repeat` runs. Results go to stdout and, as a dated section, to the
+end of benchmarks/results/metrics.md.
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_log import append_run, postgres_version  # noqa: E402
 from gdx_pipeline.core.folders import DataFolders  # noqa: E402
 from gdx_pipeline.core.ingestion import ingest_landing  # noqa: E402
 from gdx_pipeline.core.metrics import departments_above_mean, quarterly_hires, years_with_hires  # noqa: E402
 from gdx_pipeline.core.sample_data import generate_globant_files  # noqa: E402
-from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, is_postgres, normalize_database_url  # noqa: E402
+from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, indexes_on, is_postgres, normalize_database_url  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
-RESULTS = ROOT / "benchmarks" / "results"
 YEAR = 2021
 EMPTY_YEAR = 1999
 VARIANTS = ("none", "shipped")
@@ -69,7 +71,7 @@ def load(engine: sa.Engine, files: Path) -> float:
 
 
 def set_indexes(engine: sa.Engine, variant: str) -> None:
-    indexes = data_tables["hired_employees"].indexes
+    indexes = indexes_on(data_tables["hired_employees"], engine.dialect.name)
     wanted = list(indexes) if variant == "shipped" else []
     with engine.begin() as conn:
         for index in indexes:
@@ -144,7 +146,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     WORK.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     files = sample_files(args.employees)
     lines = [
         f"Both metrics at {args.employees:,} employees (hires over 2020-2022), best of {args.repeat}; "
@@ -177,7 +178,8 @@ def main() -> None:
         else:
             parser.error(f"unknown engine {name!r}: expected sqlite and/or postgres")
     print("\n".join(lines))
-    (RESULTS / "metrics.md").write_text("\n".join(lines) + "\n")
+    postgres = postgres_version(args.server_url) if "postgres" in args.engines.split(",") else None
+    append_run("metrics", f"{args.employees:,} employees, {args.engines}", "\n".join(lines), postgres=postgres)
 
 
 if __name__ == "__main__":

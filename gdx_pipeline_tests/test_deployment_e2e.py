@@ -436,7 +436,7 @@ def deployment(tmp_path, databases) -> Iterator[LocalDeployment]:
 
 def drop_into_landing(data_dir: Path) -> list[str]:
     """Copy the real files in under hidden names (which the sensor ignores), date them past its
-    settle time, then rename them: each appears in landing whole, as the README advises."""
+    settle time, then rename them: each appears in landing whole, as docs/ingestion.md advises."""
     landing = data_dir / "landing"
     landing.mkdir(parents=True, exist_ok=True)
     names = sorted(GLOBANT_FILES)

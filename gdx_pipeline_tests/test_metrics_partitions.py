@@ -1,7 +1,7 @@
 """A hiring-year metric run without a usable year fails in one line that says what to pass and
 which years exist: metrics_job launched without a partition (inside the run: Dagster offers no
 check before the steps start), and `gdx metrics` with a missing, unknown or malformed year
-(before Dagster's CLI, which answers those with a traceback: pinned here, so the README's advice
+(before Dagster's CLI, which answers those with a traceback: pinned here, so docs/metrics.md's advice
 is revisited when Dagster changes)."""
 
 import os
@@ -75,7 +75,7 @@ def test_gdx_metrics_without_a_year_lists_the_years(dagster_home, tmp_path):
 
 @pytest.mark.parametrize(("partition", "dagster_says"), [(None, "no '--partition' option was provided"), ("1999", "Could not find a partition with key `1999`")])
 def test_dagsters_own_cli_answers_a_missing_or_unknown_partition_with_a_traceback(partition, dagster_says, dagster_home, tmp_path):
-    """The limit the README documents (use `gdx metrics YEAR`): Dagster's CLI fails before our code runs."""
+    """The limit docs/metrics.md documents (use `gdx metrics YEAR`): Dagster's CLI fails before our code runs."""
     argv = [str(Path(sys.executable).parent / "dg"), "launch", "--assets", "quarterly_hires", *(["--partition", partition] if partition else [])]
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GDX_DATA_DIR": str(tmp_path / "data"), "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
     result = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -113,8 +113,8 @@ def _read_from_rows(column: sa.Column, postgres: bool) -> sa.ColumnElement:
 
     On SQLite it is written `+column`, which keeps the value but stops the planner from walking
     that column's index (for the year's range, or in GROUP BY order) and fetching each of
-    millions of rows from the table one by one: at 10 M rows those plans took 4-20 s, a plain
-    scan of the table 1.5-3.5 s (see the README). PostgreSQL weighs its indexes against a
+    millions of rows from the table one by one, several times slower than a plain scan of the
+    table (benchmarks/results/metrics.md). PostgreSQL weighs its indexes against a
     parallel scan well by itself.
     """
     return column.label(column.name) if postgres else UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type).label(column.name)

@@ -2,13 +2,13 @@
 
 SQLite has one writer at a time. Left to itself, a writer that finds the database busy polls
 with growing sleeps (up to 100 ms each) and may be overtaken by one that came later, so under
-concurrent writers a short transaction could wait close to a second. Here a writer blocks
+concurrent writers a short transaction could wait many times its own length. Here a writer blocks
 until the previous one is done: a thread lock queues the threads of this process, an flock on
 `<database>-writer.lock` (beside the -wal and -shm files) queues processes.
 
 In WAL mode a commit appends pages to the -wal file, and a checkpoint copies them back into
 the database with an fsync. SQLite does that inside the commit that crosses its threshold: with
-1,000-row batches every tenth writer stalled ~45 ms, and the queue behind it (the API's p99).
+1,000-row batches every tenth writer stalled, and the queue behind it (the API's p99).
 Here a background thread checkpoints shortly after writes (PASSIVE: it never blocks a writer
 or a reader), so no writer pays for it; SQLite's own checkpoint stays as a backstop, at a WAL
 size the thread never lets it reach.

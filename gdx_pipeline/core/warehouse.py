@@ -81,7 +81,7 @@ def indexes_on(table: sa.Table, dialect: str) -> list[sa.Index]:
 only_on("postgresql", sa.Index("ix_hired_employees_datetime", data_tables["hired_employees"].c.datetime))
 # SQLite: only the hire year. Its metrics scan the table anyway (see `metrics`), and an index on
 # the time itself puts every new row at a random place in it: a 1,000-row API batch dirtied most
-# of its pages and wrote megabytes of WAL per commit (README, "API speed"). In the year index,
+# of its pages and wrote megabytes of WAL per commit (benchmarks/results/api.md). In the year index,
 # a batch's new rows land together at the end of their year's entries.
 # The year is the UTC timestamp text's ("YYYY-MM-DD HH:MM:SS.ffffff") first four characters;
 # literal arguments, so the queries that use this expression match the index's exactly.
@@ -185,8 +185,8 @@ def create_warehouse_engine(url: str, *, ping_after_idle_seconds: float = PING_A
 def _ping_idle_connections(engine: sa.Engine, idle_seconds: float) -> None:
     """Ping a pooled connection before handing it out when it sat unused for `idle_seconds`.
 
-    `pool_pre_ping` pings at every checkout: one more round trip per API batch (~10 % of the
-    PostgreSQL API's rows/s). A connection checked in moments ago is as alive as a ping would
+    `pool_pre_ping` pings at every checkout: one more round trip per API batch, which costs
+    the PostgreSQL API rows/s. A connection checked in moments ago is as alive as a ping would
     say a moment later; one that sat idle may have been cut by a restart, a proxy or
     `idle_session_timeout`, and is replaced (the pool's documented DisconnectionError protocol).
     """
@@ -225,7 +225,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         # A 1,000-row batch dirties hundreds of index pages: with the default 2 MB cache and a
-        # checkpoint inside nearly every commit, a batch's write took a third longer.
+        # checkpoint inside nearly every commit, a batch's write took longer.
         # Checkpoints run in the background (`SqliteWriters`); the automatic one, inside some
         # unlucky writer's commit, is only a backstop.
         cursor.execute("PRAGMA cache_size = -16384")

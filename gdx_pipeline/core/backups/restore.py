@@ -223,7 +223,7 @@ def _write_rows(conn: sa.Connection, item: VerifiedBackup, target: str) -> None:
     """Stream the spooled rows into `target`: COPY on PostgreSQL, executemany on SQLite."""
     columns = _columns_sql(conn, item.table)
     if is_postgres(conn):
-        # Times go out as naive UTC text (Arrow writes those ~10x faster than zoned ones), read
+        # Times go out as naive UTC text (Arrow writes those much faster than zoned ones), read
         # back as UTC by the session time zone set here for this transaction only.
         conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
         raw = conn.connection.driver_connection
