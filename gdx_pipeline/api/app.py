@@ -17,7 +17,7 @@ from gdx_pipeline.api import backups, dashboard, metrics, system, tables
 from gdx_pipeline.api.errors import AllowedMethods, install_error_handlers
 from gdx_pipeline.api.limits import BodySizeLimit
 from gdx_pipeline.api.models import TABLE_MODELS
-from gdx_pipeline.api.orchestration import Orchestration, instance_from_environment
+from gdx_pipeline.api.orchestration import Orchestration, instance_at
 from gdx_pipeline.api.settings import ApiSettings
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
 
@@ -37,7 +37,7 @@ def create_app(settings: ApiSettings | None = None, *, instance: dg.DagsterInsta
     engine = create_warehouse_engine(settings.warehouse.url())
     create_schema(engine)
     owns_instance = instance is None
-    orchestration = Orchestration(instance or instance_from_environment(), settings.resources())
+    orchestration = Orchestration(instance or instance_at(settings.dagster_home), settings.resources())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

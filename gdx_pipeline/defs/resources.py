@@ -2,7 +2,9 @@
 
 Both come from environment variables with defaults that work on a fresh clone:
 `GDX_DATA_DIR` (default `./data`) and `GDX_DATABASE_URL` (default: `gdx.sqlite` in the data
-folder; any SQLAlchemy URL, PostgreSQL being the production target).
+folder; any SQLAlchemy URL, PostgreSQL being the production target). This module and
+`backups/resources.py` are where the code location reads the environment; `gdx` and `gdx-api`
+read these variables (and `DAGSTER_HOME`) through the functions here, never on their own.
 """
 
 
@@ -49,8 +51,14 @@ def warehouse_engine(url: str) -> sa.Engine:
 
 
 def resources_from_environment() -> dict[str, dg.ConfigurableResource]:
+    """The data folder and the warehouse, as every entry point configures them."""
     data = DataFolderResource(data_dir=dg.EnvVar("GDX_DATA_DIR").get_value("data") or "data")
     return {
         "data_folder": data,
         "warehouse": WarehouseResource(data=data, database_url=dg.EnvVar("GDX_DATABASE_URL").get_value("") or ""),
     }
+
+
+def dagster_home_from_environment() -> str | None:
+    """DAGSTER_HOME, the folder of the Dagster instance (Dagster reads it too), or None when unset."""
+    return dg.EnvVar("DAGSTER_HOME").get_value() or None
