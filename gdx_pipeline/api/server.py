@@ -28,17 +28,14 @@ def default_workers(database_url: str) -> int:
     """WEB_CONCURRENCY when set (uvicorn's and gunicorn's convention), else by where the
     warehouse does its work.
 
-    PostgreSQL: 1. Its own processes do most of a batch's work (benchmarks/bench_api.py on 2
-    cores: ~27 ms of CPU a batch in PostgreSQL, ~16 in the API), so on a machine that also runs
-    the database a second API process only competes with it: 33 k rows/s and p99 187 ms with
-    two workers against 39-43 k and 167-193 ms with one. Where the database runs elsewhere and
-    there are cores to spare, raise it.
+    PostgreSQL: 1. Its own processes do most of a batch's work, so on a machine that also runs
+    the database a second API process only competes with it (fewer rows/s, a worse p99). Where
+    the database runs elsewhere and there are cores to spare, raise it.
 
     SQLite: 2 where there are 2 cores or more. All of a batch's work happens in the API's
     process, and one process runs its Python on one core at a time; SQLite's single writer
     is busy about half of a batch's time, so a second process keeps it fed and a third would
-    mostly queue for it: 41-49 k rows/s, p50 77-91 ms with two workers against 30-37 k,
-    108-135 ms with one.
+    mostly queue for it. Both measured with benchmarks/bench_api.py: benchmarks/results/api.md.
     """
     configured = configured_workers()
     if configured:
@@ -77,7 +74,7 @@ def create_served_app() -> FastAPI:
 
     Once it is built, everything alive (Dagster, pandas, the app) is frozen out of the garbage
     collector: a full collection otherwise walks that heap and stalls every request in flight
-    for ~0.1 s now and then.
+    now and then.
     """
     from gdx_pipeline.api.app import create_app
 

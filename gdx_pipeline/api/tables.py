@@ -52,7 +52,7 @@ router = APIRouter()
 # One request at a time parses and validates its body in a process: that work holds the
 # interpreter lock anyway, and four batches interleaving it each ran slower (thread switches,
 # cold caches). Writes, which mostly wait on the database, still overlap. Measured with
-# benchmarks/bench_api.py on PostgreSQL: ~70 k rows/s against ~62 k without the gate.
+# benchmarks/bench_api.py: benchmarks/results/api.md.
 PARSING = threading.Lock()
 
 
