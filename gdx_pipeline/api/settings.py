@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource, dagster_home_from_environment, resources_from_environment
+from gdx_pipeline.defs.resources import (
+    DataFolderResource,
+    SettingsError,
+    WarehouseResource,
+    dagster_home_from_environment,
+    resources_from_environment,
+)
 
 MAX_ROWS_PER_REQUEST = 1_000
 # 1,000 rows of the widest table (255-character names) fit several times over.
@@ -20,10 +26,6 @@ DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 TOKEN_ENV = "GDX_API_TOKEN"
 MAX_BODY_BYTES_ENV = "GDX_API_MAX_BODY_BYTES"
 WORKERS_ENV = "WEB_CONCURRENCY"  # uvicorn's and gunicorn's name for it
-
-
-class SettingsError(ValueError):
-    """A configuration value the server cannot start with."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,11 @@ from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
 
 
+class SettingsError(ValueError):
+    """A configuration value a process cannot start with; the message names the variable and
+    what it takes. The one settings error of the code location, `gdx` and `gdx-api`."""
+
+
 class DataFolderResource(dg.ConfigurableResource):
     """The data folder: landing/, processed/, quarantine/, rejects/, backups/, reports/."""
 

@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from gdx_pipeline.core.backups import DEFAULT_CODEC, DEFAULT_RETENTION, check_codec
+from gdx_pipeline.defs.resources import SettingsError
 
 DEFAULT_BACKUP_CRON = "0 2 * * *"
 
@@ -30,8 +31,8 @@ class BackupSettingsResource(dg.ConfigurableResource):
         return check_codec(self.codec)
 
 
-class BackupSettingsError(ValueError):
-    """A backup setting in the environment is not usable; the message says which and why."""
+# A backup setting in the environment that is not usable: the one settings error, by its older name.
+BackupSettingsError = SettingsError
 
 
 def is_schedulable(cron: str) -> bool:
@@ -49,14 +50,14 @@ def is_schedulable(cron: str) -> bool:
 def backup_settings_from_environment() -> BackupSettingsResource:
     cron = dg.EnvVar("GDX_BACKUP_CRON").get_value(DEFAULT_BACKUP_CRON) or DEFAULT_BACKUP_CRON
     if not is_schedulable(cron):
-        raise BackupSettingsError(f"GDX_BACKUP_CRON={cron!r} is not a cron expression (five fields, e.g. {DEFAULT_BACKUP_CRON!r})")
+        raise SettingsError(f"GDX_BACKUP_CRON={cron!r} is not a cron expression (five fields, e.g. {DEFAULT_BACKUP_CRON!r})")
     retention_text = dg.EnvVar("GDX_BACKUP_RETENTION").get_value(str(DEFAULT_RETENTION)) or str(DEFAULT_RETENTION)
     try:
         retention = int(retention_text)
     except ValueError:
         retention = 0
     if retention < 1:
-        raise BackupSettingsError(f"GDX_BACKUP_RETENTION={retention_text!r} must be a whole number of backups to keep, at least 1")
+        raise SettingsError(f"GDX_BACKUP_RETENTION={retention_text!r} must be a whole number of backups to keep, at least 1")
     codec = dg.EnvVar("GDX_BACKUP_CODEC").get_value(DEFAULT_CODEC) or DEFAULT_CODEC
     return BackupSettingsResource(cron=cron, retention=retention, codec=codec)
 
