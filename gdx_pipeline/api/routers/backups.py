@@ -9,18 +9,16 @@ passed on to the run.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import dagster as dg
 from fastapi import APIRouter, Body, Path
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from gdx_pipeline.api.auth import WriteAccess
 from gdx_pipeline.api.dependencies import Dagster, Settings
 from gdx_pipeline.api.errors import Conflict, JobFailed
-from gdx_pipeline.api.models import ErrorResponse
+from gdx_pipeline.api.models import LATEST, Backup, BackupTaken, ErrorResponse, Restored, RestoreRequest
 from gdx_pipeline.core.backups import (
     BACKUP_TABLES,
     BackupError,
@@ -39,43 +37,11 @@ router = APIRouter(tags=["backups"])
 
 BACKUP_JOB = "backup_job"
 RESTORE_JOB = "restore_table_job"
-LATEST = "latest"
 
 BackupTableName = Annotated[
     str,
     Path(description=f"One of {', '.join(BACKUP_TABLES)}.", json_schema_extra={"enum": list(BACKUP_TABLES)}),
 ]
-
-
-class Backup(BaseModel):
-    """One complete backup file (its manifest says so)."""
-
-    table: str
-    file: str = Field(description="The backup's file name; pass it as `backup` to restore it.")
-    rows: int
-    bytes: int
-    sha256: str
-    snapshot_id: str = Field(description="Backups taken in one run share it: they are consistent with each other.")
-    created: datetime
-    codec: str
-
-
-class BackupTaken(Backup):
-    run_id: str = Field(description="The Dagster run that took the backup.")
-
-
-class RestoreRequest(BaseModel):
-    """What to restore; no body at all means the defaults."""
-
-    backup: str = Field(default=LATEST, max_length=255, description="'latest', or a file name from GET /tables/{table}/backups.")
-
-
-class Restored(BaseModel):
-    table: str
-    backup: str
-    rows_restored: int
-    rows_replaced: int = Field(description="Rows the table held before the restore.")
-    run_id: str = Field(description="The Dagster run that restored the table.")
 
 
 def requested_backup(folders: DataFolders, table: str, wanted: str) -> BackupInfo:
