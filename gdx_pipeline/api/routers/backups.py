@@ -163,5 +163,3 @@ async def restore(
         rows_replaced=int(metadata["rows_replaced"]),
         run_id=result.run_id,
     )
-
-
