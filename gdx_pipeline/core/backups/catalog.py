@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, backup_table_named
-from gdx_pipeline.core.backups.errors import BackupNotFoundError, InvalidBackupNameError
+from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES
+from gdx_pipeline.core.backups.errors import BackupNotFoundError, InvalidBackupNameError, UnknownBackupTableError
 from gdx_pipeline.core.backups.verify import check_snapshot_whole
 from gdx_pipeline.core.folders import DataFolders
 
@@ -51,7 +51,9 @@ def backup_folder(folders: DataFolders, table: str) -> Path:
 
 def known_table(table: str) -> str:
     """`table`, or UnknownBackupTableError (a BackupNotFoundError) listing the tables with backups."""
-    return backup_table_named(table).name
+    if table not in BACKUP_TABLES:
+        raise UnknownBackupTableError(table, BACKUP_TABLES)
+    return table
 
 
 def snapshot_id_at(created: datetime) -> str:
