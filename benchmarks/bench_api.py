@@ -112,8 +112,9 @@ def serve(port: int, workers: int) -> None:
     import uvicorn
 
     from gdx_pipeline.api.server import prepare_dagster_storage
+    from gdx_pipeline.defs.resources import dagster_home_from_environment
 
-    prepare_dagster_storage()
+    prepare_dagster_storage(dagster_home_from_environment())
     uvicorn.run(
         "bench_api:create_bench_app",
         factory=True,

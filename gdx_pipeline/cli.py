@@ -37,7 +37,7 @@ from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.sample_loads import drop_name, sample_loads
 from gdx_pipeline.core.warehouse import quarantined_files, rejected_rows
 from gdx_pipeline.defs.metrics.partitions import hiring_year_partitions, known_hiring_years, years_phrase
-from gdx_pipeline.defs.resources import resources_from_environment
+from gdx_pipeline.defs.resources import dagster_home_from_environment, resources_from_environment
 from gdx_pipeline.dictionary import TABLES
 
 # What scripts/demo loads; present in a source checkout (an installed wheel has no sample).
@@ -49,13 +49,14 @@ TERMINAL_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}
 
 
 class Settings:
-    """The warehouse, data folder and Dagster instance this command works on, read once."""
+    """The warehouse, data folder and Dagster instance this command works on, read once, through
+    the code location's own readers."""
 
     def __init__(self) -> None:
         resources = resources_from_environment()
         self.warehouse = resources["warehouse"]
         self.folders: DataFolders = resources["data_folder"].folders()
-        self.dagster_home = Path(dg.EnvVar("DAGSTER_HOME").get_value(DEFAULT_DAGSTER_HOME) or DEFAULT_DAGSTER_HOME).resolve()
+        self.dagster_home = Path(dagster_home_from_environment() or DEFAULT_DAGSTER_HOME).resolve()
 
     def engine(self) -> sa.Engine:
         return self.warehouse.engine()
@@ -185,7 +186,8 @@ def launch(settings: Settings, *args: str) -> bool:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     (settings.dagster_home / "dagster.yaml").touch()  # an empty one: Dagster's defaults, without its warning
     argv = [dg_program(), "launch", *args, "-m", "gdx_pipeline.definitions", "--config-json", json.dumps(config)]
-    return subprocess.run(argv, env={**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}).returncode == 0
+    child_environment = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}  # passed on, not read
+    return subprocess.run(argv, env=child_environment).returncode == 0
 
 
 def metrics_command(settings: Settings, year_text: str | None) -> int:

@@ -5,7 +5,7 @@ import dagster as dg
 from gdx_pipeline.defs.backups.assets import backup_assets
 from gdx_pipeline.defs.backups.checks import backup_checks
 from gdx_pipeline.defs.backups.jobs import backup_job, restore_snapshot_job, restore_table_job
-from gdx_pipeline.defs.backups.resources import backup_settings_from_environment
+from gdx_pipeline.defs.backups.resources import code_location_backup_settings
 from gdx_pipeline.defs.backups.schedules import nightly_backup_schedule
 from gdx_pipeline.defs.ingest.assets import landing_files, quarantined_files, rejected_rows, table_assets
 from gdx_pipeline.defs.ingest.checks import table_checks
@@ -22,5 +22,5 @@ defs = dg.Definitions(
     jobs=[migrate_job, metrics_job, backup_job, restore_table_job, restore_snapshot_job],
     schedules=[nightly_backup_schedule],
     sensors=[landing_files_sensor, metrics_automation_sensor],
-    resources={**resources_from_environment(), "backup_settings": backup_settings_from_environment()},
+    resources={**resources_from_environment(), "backup_settings": code_location_backup_settings()},
 )

@@ -208,8 +208,11 @@ def table_spec(name: str) -> TableSpec:
 
 
 class UnknownTableError(LookupError):
-    def __init__(self, name: str):
-        super().__init__(f"unknown table {excerpt(name)}: expected one of {', '.join(TABLES)}")
+    """A table name that is none of the tables in question (the dictionary's, unless `known`
+    says otherwise); the message lists them. The one "unknown table" error of every layer."""
+
+    def __init__(self, name: str, known: Iterable[str] = (), *, listing: str = "expected one of"):
+        super().__init__(f"unknown table {excerpt(name)}: {listing} {', '.join(known or TABLES)}")
         self.name = name
 
 

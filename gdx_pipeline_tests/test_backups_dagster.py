@@ -225,7 +225,13 @@ def test_schedule_and_settings_come_from_the_environment(monkeypatch):
 
 @pytest.mark.parametrize(
     "variable, value, match",
-    [("GDX_BACKUP_CRON", "every night", "not a cron expression"), ("GDX_BACKUP_RETENTION", "0", "at least 1"), ("GDX_BACKUP_RETENTION", "many", "at least 1")],
+    [
+        ("GDX_BACKUP_CRON", "every night", "not a cron expression"),
+        ("GDX_BACKUP_CRON", "0 2 30 2 *", "not a cron expression"),  # parses as cron, but Dagster refuses 30 February
+        ("GDX_BACKUP_CRON", "0 0 2 * * *", "not a cron expression"),  # six fields: seconds, which Dagster does not schedule
+        ("GDX_BACKUP_RETENTION", "0", "at least 1"),
+        ("GDX_BACKUP_RETENTION", "many", "at least 1"),
+    ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(monkeypatch, variable, value, match):
     monkeypatch.setenv(variable, value)

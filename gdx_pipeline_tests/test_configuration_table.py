@@ -53,3 +53,15 @@ def test_the_configuration_section_names_every_variable_read():
     section = configuration_section()
     missing = {name: sorted(paths) for name, paths in variables_read().items() if f"`{name}`" not in section}
     assert missing == {}, f"read but not in the README's Configuration section: {missing}"
+
+
+# The one reader of the environment per entry point: the code location's resources (which `gdx`
+# and `gdx-api` use too) and the API's settings. Anything else gets its configuration from them.
+ENVIRONMENT_READERS = {"gdx_pipeline/defs/resources.py", "gdx_pipeline/defs/backups/resources.py", "gdx_pipeline/api/settings.py"}
+ANY_READ = re.compile(r"environ\.get\(|environ\[|getenv\(|EnvVar\(")  # whatever the variable's name
+
+
+def test_only_the_settings_modules_read_the_environment():
+    package = REPO_ROOT / "gdx_pipeline"
+    readers = {str(path.relative_to(REPO_ROOT)) for path in package.rglob("*.py") if ANY_READ.search(path.read_text(encoding="utf-8"))}
+    assert readers == ENVIRONMENT_READERS

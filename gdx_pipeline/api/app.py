@@ -1,7 +1,8 @@
 """The FastAPI application: the pipeline's second front door, on the same core.
 
-`create_app()` reads its settings from the environment (see `settings.py`); tests pass their
-own settings and Dagster instance.
+`create_app()` assembles the routers of `routers/` with the plumbing beside this module; it
+reads its settings from the environment (see `settings.py`) unless given them, as tests do with
+their own Dagster instance.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import dagster as dg
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from gdx_pipeline.api import backups, dashboard, metrics, system, tables
 from gdx_pipeline.api.errors import AllowedMethods, install_error_handlers
 from gdx_pipeline.api.limits import BodySizeLimit
 from gdx_pipeline.api.models import TABLE_MODELS
-from gdx_pipeline.api.orchestration import Orchestration, instance_from_environment
+from gdx_pipeline.api.orchestration import Orchestration, instance_at
+from gdx_pipeline.api.routers import backups, dashboard, metrics, system, tables
 from gdx_pipeline.api.settings import ApiSettings
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
 
@@ -37,7 +38,7 @@ def create_app(settings: ApiSettings | None = None, *, instance: dg.DagsterInsta
     engine = create_warehouse_engine(settings.warehouse.url())
     create_schema(engine)
     owns_instance = instance is None
-    orchestration = Orchestration(instance or instance_from_environment(), settings.resources())
+    orchestration = Orchestration(instance or instance_at(settings.dagster_home), settings.resources())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,7 +1,9 @@
 """Errors as JSON `{"error": code, "message": text}`; never a stack trace.
 
-Errors a client can cause are `ApiError`s with a message that says what was wrong. Anything
-else is logged here with its traceback and answered with a 500 that only names the request.
+Errors a client can cause (the API's own `ApiError`s and the core's errors, in `ANSWERS`) carry a
+message that says what was wrong, and are answered with the status `ANSWERS` gives them; the
+framework's own errors are translated here too. Anything else is logged here with its traceback
+and answered with a 500 that only names the request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
+from gdx_pipeline.core.backups import BackupNotFoundError
 from gdx_pipeline.core.metrics import InvalidYearError
 from gdx_pipeline.dictionary import UnknownTableError, excerpt
 
@@ -26,44 +29,64 @@ MAX_LISTED_PROBLEMS = 5
 
 
 class ApiError(Exception):
-    status_code = 400
-    error = "bad_request"
+    """An error of the HTTP layer itself; `ANSWERS` says how it is answered."""
 
     def __init__(self, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.message = message
         self.headers = headers
 
 
-class NotFound(ApiError):
-    status_code, error = 404, "not_found"
+class BadRequest(ApiError):
+    """The request's framing is broken (a Content-Length that is not a number)."""
 
 
 class Unauthorized(ApiError):
-    status_code, error = 401, "unauthorized"
+    """A write without the server's bearer token, or with a wrong one."""
 
     def __init__(self, message: str):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
 class PayloadTooLarge(ApiError):
-    status_code, error = 413, "payload_too_large"
+    """More rows, or more bytes, than one request may carry."""
 
 
 class UnsupportedMediaType(ApiError):
-    status_code, error = 415, "unsupported_media_type"
+    """A body that is neither JSON nor CSV."""
 
 
 class InvalidBody(ApiError):
-    status_code, error = 422, "invalid_body"
+    """A body that is not well-formed JSON or CSV of the expected shape, or has no rows."""
 
 
 class Conflict(ApiError):
-    status_code, error = 409, "conflict"
+    """A restore the code location refused; nothing changed."""
 
 
-class ServiceUnavailable(ApiError):
-    status_code, error = 503, "unavailable"
+class JobFailed(ApiError):
+    """A Dagster run the request launched failed; the message names the run."""
+
+
+# Every error a request can cause, answered as (status, code): the one place an exception meets
+# an HTTP status. The core's errors are answered as they are, with their own message.
+ANSWERS: dict[type[Exception], tuple[int, str]] = {
+    BadRequest: (400, "bad_request"),
+    Unauthorized: (401, "unauthorized"),
+    UnknownTableError: (404, "not_found"),
+    BackupNotFoundError: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    PayloadTooLarge: (413, "payload_too_large"),
+    UnsupportedMediaType: (415, "unsupported_media_type"),
+    InvalidBody: (422, "invalid_body"),
+    InvalidYearError: (422, "invalid_request"),
+    JobFailed: (500, "job_failed"),
+}
+
+
+def answer(error: Exception) -> JSONResponse:
+    """The JSON answer to an error of `ANSWERS` (the nearest class of it that is listed)."""
+    status_code, code = next(ANSWERS[kind] for kind in type(error).__mro__ if kind in ANSWERS)
+    return error_response(status_code, code, str(error), getattr(error, "headers", None))
 
 
 def error_response(status_code: int, error: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -83,17 +106,11 @@ def describe_validation_errors(errors: list[dict]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error_response(error.status_code, error.error, error.message, error.headers)
+    async def _answer(request: Request, error: Exception) -> JSONResponse:
+        return answer(error)
 
-    @app.exception_handler(UnknownTableError)
-    async def _unknown_table(request: Request, error: UnknownTableError) -> JSONResponse:
-        return error_response(404, "not_found", str(error))
-
-    @app.exception_handler(InvalidYearError)
-    async def _invalid_year(request: Request, error: InvalidYearError) -> JSONResponse:
-        return error_response(422, "invalid_request", str(error))
+    for kind in ANSWERS:
+        app.add_exception_handler(kind, _answer)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gdx_pipeline.api.errors import PayloadTooLarge, error_response
+from gdx_pipeline.api.errors import BadRequest, PayloadTooLarge, answer
 
 
 class BodySizeLimit:
@@ -27,10 +27,10 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await error_response(400, "bad_request", "Content-Length is not a number")(scope, receive, send)
+                await answer(BadRequest("Content-Length is not a number"))(scope, receive, send)
                 return
             if int(declared) > self.max_bytes:
-                await error_response(413, "payload_too_large", self.too_large_message())(scope, receive, send)
+                await answer(PayloadTooLarge(self.too_large_message()))(scope, receive, send)
                 return
         received = 0
 

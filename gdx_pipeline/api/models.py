@@ -1,4 +1,5 @@
-"""Request and response bodies, derived from the data dictionary, never listed by hand.
+"""Every request and response body of the API, in one module. The rows' models are derived
+from the data dictionary, never listed by hand.
 
 An incoming row's schema says exactly what `core` accepts of a value: its JSON type, bounds,
 lengths and patterns. A row that breaks it is rejected on its own with reasons (and kept in
@@ -19,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from gdx_pipeline.api.settings import MAX_ROWS_PER_REQUEST
+from gdx_pipeline.core.metrics import QUARTERS
 from gdx_pipeline.core.validation import ISO_DATETIME_PATTERN
 from gdx_pipeline.dictionary import TABLES, TableSpec
 
@@ -182,6 +184,76 @@ class RejectedRowsPage(BaseModel):
     rows: list[RejectedRowRecord]
     next_after_id: int | None = Field(description="Pass as `after_id` for the next page; null when this is the last page.")
 
+
+# --- backups -------------------------------------------------------------------------------------
+
+LATEST = "latest"
+
+
+class Backup(BaseModel):
+    """One complete backup file (its manifest says so)."""
+
+    table: str
+    file: str = Field(description="The backup's file name; pass it as `backup` to restore it.")
+    rows: int
+    bytes: int
+    sha256: str
+    snapshot_id: str = Field(description="Backups taken in one run share it: they are consistent with each other.")
+    created: datetime
+    codec: str
+
+
+class BackupTaken(Backup):
+    run_id: str = Field(description="The Dagster run that took the backup.")
+
+
+class RestoreRequest(BaseModel):
+    """What to restore; no body at all means the defaults."""
+
+    backup: str = Field(default=LATEST, max_length=255, description="'latest', or a file name from GET /tables/{table}/backups.")
+
+
+class Restored(BaseModel):
+    table: str
+    backup: str
+    rows_restored: int
+    rows_replaced: int = Field(description="Rows the table held before the restore.")
+    run_id: str = Field(description="The Dagster run that restored the table.")
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+QuarterlyHiresRow = create_model(
+    "QuarterlyHiresRow",
+    __doc__="Hires of one department and job in each quarter (UTC).",
+    department=(str, ...),
+    job=(str, ...),
+    **{quarter: (int, Field(ge=0)) for quarter in QUARTERS},
+)
+
+
+class QuarterlyHires(BaseModel):
+    """Hires per department and job in each quarter of the year, ordered by department, then job."""
+
+    year: int
+    rows: list[QuarterlyHiresRow]  # type: ignore[valid-type]
+
+
+class DepartmentHires(BaseModel):
+    id: int
+    department: str
+    hired: int = Field(ge=0)
+
+
+class DepartmentsAboveMean(BaseModel):
+    """Departments that hired more than the mean per hiring department, most hires first."""
+
+    year: int
+    mean_hired: float | None = Field(description="Mean hires over the departments that hired that year; null when nobody was.")
+    rows: list[DepartmentHires]
+
+
+# --- errors and health ---------------------------------------------------------------------------
 
 class ErrorResponse(BaseModel):
     """Every error: a short machine-readable code and a message for a person."""

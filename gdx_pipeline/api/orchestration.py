@@ -10,7 +10,6 @@ code location's own jobs in process against the same instance, so they are recor
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -27,10 +26,10 @@ REJECTED_ROWS_ASSET = "rejected_rows"
 REPORT_LINGER_SECONDS = 1.0
 
 
-def instance_from_environment() -> dg.DagsterInstance:
+def instance_at(dagster_home: str | None) -> dg.DagsterInstance:
     """The instance at DAGSTER_HOME (the one `dagster dev` and the daemon use), else an in-memory one."""
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
+    if dagster_home:
+        return dg.DagsterInstance.get()  # Dagster's own way to open the instance at DAGSTER_HOME
     log.warning(
         "DAGSTER_HOME is not set: API writes and runs are recorded in an in-memory Dagster instance that the UI "
         "cannot see. Set DAGSTER_HOME to the folder your Dagster webserver uses."

@@ -17,7 +17,7 @@ import sys
 
 from fastapi import FastAPI
 
-from gdx_pipeline.api.settings import TOKEN_ENV, ApiSettings, SettingsError
+from gdx_pipeline.api.settings import TOKEN_ENV, ApiSettings, SettingsError, configured_workers
 from gdx_pipeline.core.warehouse import is_sqlite_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -37,9 +37,9 @@ def default_workers(database_url: str) -> int:
     is busy about half of a batch's time, so a second process keeps it fed and a third would
     mostly queue for it. Both measured with benchmarks/bench_api.py: benchmarks/results/api.md.
     """
-    configured = os.environ.get("WEB_CONCURRENCY", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
+    configured = configured_workers()
+    if configured:
+        return configured
     if is_sqlite_url(database_url):
         return min(2, os.cpu_count() or 1)
     return 1
@@ -84,9 +84,9 @@ def create_served_app() -> FastAPI:
     return app
 
 
-def prepare_dagster_storage() -> None:
+def prepare_dagster_storage(dagster_home: str | None) -> None:
     """Create the instance's storage once, before several workers would race to create it."""
-    if os.environ.get("DAGSTER_HOME"):
+    if dagster_home:
         import dagster as dg
 
         dg.DagsterInstance.get().dispose()
@@ -103,14 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    refusal = refusal_to_bind(args.host, os.environ.get(TOKEN_ENV))
-    if refusal:
-        print(f"gdx-api: {refusal}", file=sys.stderr)
-        return 2
     try:
         settings = ApiSettings.from_environment()
     except SettingsError as error:
         print(f"gdx-api: {error}", file=sys.stderr)
+        return 2
+    refusal = refusal_to_bind(args.host, settings.token)
+    if refusal:
+        print(f"gdx-api: {refusal}", file=sys.stderr)
         return 2
     if args.workers is not None and args.workers < 1:
         print(f"gdx-api: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     if workers > 1:
-        prepare_dagster_storage()
+        prepare_dagster_storage(settings.dagster_home)
     uvicorn.run(
         "gdx_pipeline.api.server:create_served_app",
         factory=True,

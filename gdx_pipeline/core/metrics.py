@@ -292,16 +292,6 @@ def years_with_hires(engine: sa.Engine) -> dict[int, int]:
     return years
 
 
-def latest_hiring_year(engine: sa.Engine) -> int | None:
-    """The latest year (UTC) with a hire, from one index probe; None when nobody was hired."""
-    with engine.connect() as conn:
-        if is_postgres(conn):
-            last = conn.execute(sa.select(sa.func.max(_hired.c.datetime))).scalar_one()
-            return None if last is None else as_utc(last).year
-        last_year = conn.execute(sa.select(sa.func.max(SQLITE_HIRE_YEAR))).scalar_one()
-        return None if last_year is None else int(last_year)
-
-
 def ensure_metric_tables(engine: sa.Engine) -> None:
     """Create the metric tables where missing: `create_schema` does with a new warehouse (once
     this module is imported); a warehouse made before they existed gets them here."""

@@ -2,7 +2,9 @@
 
 Both come from environment variables with defaults that work on a fresh clone:
 `GDX_DATA_DIR` (default `./data`) and `GDX_DATABASE_URL` (default: `gdx.sqlite` in the data
-folder; any SQLAlchemy URL, PostgreSQL being the production target).
+folder; any SQLAlchemy URL, PostgreSQL being the production target). This module and
+`backups/resources.py` are where the code location reads the environment; `gdx` and `gdx-api`
+read these variables (and `DAGSTER_HOME`) through the functions here, never on their own.
 """
 
 
@@ -14,6 +16,11 @@ import sqlalchemy as sa
 
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
+
+
+class SettingsError(ValueError):
+    """A configuration value a process cannot start with; the message names the variable and
+    what it takes. The one settings error of the code location, `gdx` and `gdx-api`."""
 
 
 class DataFolderResource(dg.ConfigurableResource):
@@ -49,8 +56,14 @@ def warehouse_engine(url: str) -> sa.Engine:
 
 
 def resources_from_environment() -> dict[str, dg.ConfigurableResource]:
+    """The data folder and the warehouse, as every entry point configures them."""
     data = DataFolderResource(data_dir=dg.EnvVar("GDX_DATA_DIR").get_value("data") or "data")
     return {
         "data_folder": data,
         "warehouse": WarehouseResource(data=data, database_url=dg.EnvVar("GDX_DATABASE_URL").get_value("") or ""),
     }
+
+
+def dagster_home_from_environment() -> str | None:
+    """DAGSTER_HOME, the folder of the Dagster instance (Dagster reads it too), or None when unset."""
+    return dg.EnvVar("DAGSTER_HOME").get_value() or None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from gdx_pipeline.core.backups.errors import UnknownBackupTableError
 from gdx_pipeline.core.warehouse import data_tables, rejected_rows
 from gdx_pipeline.dictionary import TABLES, ForeignKey, TableSpec
 
@@ -158,15 +159,9 @@ def backup_table_named(name: str) -> BackupTable:
     try:
         return BACKUP_TABLES[name]
     except KeyError:
-        raise UnknownBackupTableError(name) from None
+        raise UnknownBackupTableError(name, BACKUP_TABLES) from None
 
 
 def referencing_tables(name: str) -> list[tuple[BackupTable, ForeignKey]]:
     """Tables (and their foreign keys) that point at `name`."""
     return [(table, fk) for table in BACKUP_TABLES.values() for fk in table.foreign_keys if fk.table == name]
-
-
-class UnknownBackupTableError(LookupError):
-    def __init__(self, name: str):
-        super().__init__(f"unknown table {name!r}: backups exist for {', '.join(BACKUP_TABLES)}")
-        self.name = name

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES
-from gdx_pipeline.core.backups.errors import BackupNotFoundError, InvalidBackupNameError
+from gdx_pipeline.core.backups.errors import BackupNotFoundError, InvalidBackupNameError, UnknownBackupTableError
 from gdx_pipeline.core.backups.verify import check_snapshot_whole
 from gdx_pipeline.core.folders import DataFolders
 
@@ -44,26 +44,15 @@ class BackupInfo:
     # Every table the snapshot was taken of: all of them for backup_job, one for backup_table.
     snapshot_tables: tuple[str, ...] = tuple(BACKUP_TABLES)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "table": self.table,
-            "name": self.name,
-            "rows": self.rows,
-            "created": self.created.isoformat(),
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "snapshot_id": self.snapshot_id,
-            "codec": self.codec,
-        }
-
 
 def backup_folder(folders: DataFolders, table: str) -> Path:
     return folders.backups / known_table(table)
 
 
 def known_table(table: str) -> str:
+    """`table`, or UnknownBackupTableError (a BackupNotFoundError) listing the tables with backups."""
     if table not in BACKUP_TABLES:
-        raise BackupNotFoundError(f"unknown table {table!r}: backups exist for {', '.join(BACKUP_TABLES)}")
+        raise UnknownBackupTableError(table, BACKUP_TABLES)
     return table
 
 

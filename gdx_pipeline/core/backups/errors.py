@@ -3,6 +3,10 @@ what to do, and nothing was changed when one is raised."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from gdx_pipeline.dictionary import UnknownTableError
+
 
 class BackupError(Exception):
     """A backup or restore that cannot be done as asked; nothing was changed."""
@@ -10,6 +14,14 @@ class BackupError(Exception):
 
 class BackupNotFoundError(BackupError, LookupError):
     """The named backup (or any backup, for `latest`) does not exist."""
+
+
+class UnknownBackupTableError(UnknownTableError, BackupNotFoundError):
+    """A table that has no backups: the dictionary's "unknown table" error, and a backup error
+    like every refusal of a backup or restore."""
+
+    def __init__(self, name: str, backup_tables: Iterable[str]):
+        super().__init__(name, backup_tables, listing="backups exist for")
 
 
 class InvalidBackupNameError(BackupError, ValueError):

@@ -9,7 +9,7 @@ import dagster as dg
 from gdx_pipeline.core.backups import BACKUP_TABLES, BackupError, BackupResult, backup_tables
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.defs.backups.listing import restore_metadata
-from gdx_pipeline.defs.backups.resources import BackupSettingsResource, backup_settings_from_environment
+from gdx_pipeline.defs.backups.resources import BackupSettingsResource, code_location_backup_settings
 from gdx_pipeline.defs.catalog import BACKUP_LOGIC, DATA_ENGINEERING, PERSONAL_DATA_TABLES, asset_tags, freshness_for_cron, source_version
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
 from gdx_pipeline.defs.retries import TRANSIENT_DATABASE_RETRY, retried_only_when_transient
@@ -30,7 +30,7 @@ def _backup_spec(table: str) -> dg.AssetSpec:
         tags=asset_tags("backup", pii=table in PERSONAL_DATA_TABLES),
         code_version=source_version(*BACKUP_LOGIC),
         # Expected from every run of nightly_backup_schedule: stale an hour after a missed one.
-        freshness_policy=freshness_for_cron(backup_settings_from_environment().cron),
+        freshness_policy=freshness_for_cron(code_location_backup_settings().cron),
         kinds={"avro"},
         deps=[table],
         description=f"Avro backups of `{table}` in `backups/{table}/`: `{table}__<UTC timestamp>.avro` plus a "

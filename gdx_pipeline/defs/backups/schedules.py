@@ -3,7 +3,7 @@
 import dagster as dg
 
 from gdx_pipeline.defs.backups.jobs import backup_job
-from gdx_pipeline.defs.backups.resources import BackupSettingsResource, backup_settings_from_environment
+from gdx_pipeline.defs.backups.resources import BackupSettingsResource, code_location_backup_settings
 
 
 def build_nightly_backup_schedule(settings: BackupSettingsResource) -> dg.ScheduleDefinition:
@@ -27,4 +27,4 @@ def build_nightly_backup_schedule(settings: BackupSettingsResource) -> dg.Schedu
     return nightly_backup_schedule
 
 
-nightly_backup_schedule = build_nightly_backup_schedule(backup_settings_from_environment())
+nightly_backup_schedule = build_nightly_backup_schedule(code_location_backup_settings())

@@ -1,26 +1,34 @@
 """Backups and restores over HTTP, run as the code location's own Dagster jobs.
 
 A backup runs `backup_job` on the table's backup asset; a restore runs `restore_table_job`.
-Both are recorded as runs in the Dagster instance, exactly as if launched from the UI. No path
-from a request reaches the filesystem: a restore names `latest` or one of the names that
-`list_backups` found, and only that listed name is passed on.
+Both are recorded as runs in the Dagster instance, exactly as if launched from the UI. A restore
+names `latest` or a backup's file name, resolved by `core.backups.resolve_backup` as every restore
+is (a plain file name of that table's backups, or refused); only the listed backup's own name is
+passed on to the run.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import dagster as dg
 from fastapi import APIRouter, Body, Path
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from gdx_pipeline.api.auth import WriteAccess
 from gdx_pipeline.api.dependencies import Dagster, Settings
-from gdx_pipeline.api.errors import ApiError, Conflict, NotFound
-from gdx_pipeline.api.models import ErrorResponse
-from gdx_pipeline.core.backups import BACKUP_TABLES, BackupInfo, list_backups
+from gdx_pipeline.api.errors import Conflict, JobFailed
+from gdx_pipeline.api.models import LATEST, Backup, BackupTaken, ErrorResponse, Restored, RestoreRequest
+from gdx_pipeline.core.backups import (
+    BACKUP_TABLES,
+    BackupError,
+    BackupInfo,
+    BackupNotFoundError,
+    backup_table_named,
+    list_backups,
+    resolve_backup,
+)
+from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.defs.backups.assets import backup_asset_key
 from gdx_pipeline.defs.backups.listing import restore_table_run_config
 from gdx_pipeline.dictionary import excerpt
@@ -29,7 +37,6 @@ router = APIRouter(tags=["backups"])
 
 BACKUP_JOB = "backup_job"
 RESTORE_JOB = "restore_table_job"
-LATEST = "latest"
 
 BackupTableName = Annotated[
     str,
@@ -37,45 +44,17 @@ BackupTableName = Annotated[
 ]
 
 
-class Backup(BaseModel):
-    """One complete backup file (its manifest says so)."""
-
-    table: str
-    file: str = Field(description="The backup's file name; pass it as `backup` to restore it.")
-    rows: int
-    bytes: int
-    sha256: str
-    snapshot_id: str = Field(description="Backups taken in one run share it: they are consistent with each other.")
-    created: datetime
-    codec: str
-
-
-class BackupTaken(Backup):
-    run_id: str = Field(description="The Dagster run that took the backup.")
-
-
-class RestoreRequest(BaseModel):
-    """What to restore; no body at all means the defaults."""
-
-    backup: str = Field(default=LATEST, max_length=255, description="'latest', or a file name from GET /tables/{table}/backups.")
-
-
-class Restored(BaseModel):
-    table: str
-    backup: str
-    rows_restored: int
-    rows_replaced: int = Field(description="Rows the table held before the restore.")
-    run_id: str = Field(description="The Dagster run that restored the table.")
-
-
-class JobFailed(ApiError):
-    status_code, error = 500, "job_failed"
-
-
-def backup_table_name(table: str) -> str:
-    if table not in BACKUP_TABLES:
-        raise NotFound(f"unknown table {excerpt(table)}: backups exist for {', '.join(BACKUP_TABLES)}")
-    return table
+def requested_backup(folders: DataFolders, table: str, wanted: str) -> BackupInfo:
+    """The backup a request names, resolved as every restore resolves one; a refusal is worded
+    for an HTTP client (the endpoints to call, no server paths)."""
+    try:
+        return resolve_backup(folders, table, wanted)
+    except BackupError:
+        if wanted.strip() == LATEST:
+            raise BackupNotFoundError(f"there is no backup of {table} yet; POST /tables/{table}/backups takes one") from None
+        raise BackupNotFoundError(
+            f"no backup named {excerpt(wanted.strip())} for {table}; GET /tables/{table}/backups lists them, or use 'latest'"
+        ) from None
 
 
 def as_backup(info: BackupInfo) -> Backup:
@@ -128,16 +107,17 @@ _WRITE_ERRORS = {
     responses=_WRITE_ERRORS,
 )
 async def take_backup(table: BackupTableName, settings: Settings, dagster: Dagster, _auth: None = WriteAccess) -> BackupTaken:
-    table = backup_table_name(table)
+    table = backup_table_named(table).name
     key = backup_asset_key(table)
     result = await run_in_threadpool(dagster.run_job, BACKUP_JOB, asset_selection=[key], tags={"gdx/table": table})
     if not result.success:
         raise JobFailed(f"backup run {result.run_id} failed: {run_failure(result)[1]}")
     file_name = str(materialization_metadata(result, key)["file"]).rsplit("/", 1)[-1]
-    listed = {info.name: info for info in list_backups(settings.data_folder.folders(), table)}
-    if file_name not in listed:
-        raise JobFailed(f"backup run {result.run_id} finished but {file_name} is not among the listed backups of {table}")
-    return BackupTaken(**as_backup(listed[file_name]).model_dump(), run_id=result.run_id)
+    try:
+        taken = resolve_backup(settings.data_folder.folders(), table, file_name)
+    except BackupError:
+        raise JobFailed(f"backup run {result.run_id} finished but {file_name} is not among the listed backups of {table}") from None
+    return BackupTaken(**as_backup(taken).model_dump(), run_id=result.run_id)
 
 
 @router.get(
@@ -147,7 +127,7 @@ async def take_backup(table: BackupTableName, settings: Settings, dagster: Dagst
     responses={404: _WRITE_ERRORS[404]},
 )
 def get_backups(table: BackupTableName, settings: Settings) -> list[Backup]:
-    return [as_backup(info) for info in list_backups(settings.data_folder.folders(), backup_table_name(table))]
+    return [as_backup(info) for info in list_backups(settings.data_folder.folders(), backup_table_named(table).name)]
 
 
 @router.post(
@@ -166,17 +146,8 @@ async def restore(
     request: Annotated[RestoreRequest, Body()] = RestoreRequest(),  # noqa: B008  (immutable: never changed)
     _auth: None = WriteAccess,
 ) -> Restored:
-    table = backup_table_name(table)
-    listed = [info.name for info in list_backups(settings.data_folder.folders(), table)]
-    wanted = request.backup.strip()
-    if wanted == LATEST:
-        if not listed:
-            raise NotFound(f"there is no backup of {table} yet; POST /tables/{table}/backups takes one")
-        chosen = listed[0]
-    elif wanted in listed:
-        chosen = listed[listed.index(wanted)]  # the listing's own string goes on, not the request's
-    else:
-        raise NotFound(f"no backup named {excerpt(wanted)} for {table}; GET /tables/{table}/backups lists them, or use 'latest'")
+    table = backup_table_named(table).name
+    chosen = requested_backup(settings.data_folder.folders(), table, request.backup).name  # the listing's own string
     run_config = restore_table_run_config(table, chosen)
     result = await run_in_threadpool(dagster.run_job, RESTORE_JOB, run_config=run_config, tags={"gdx/table": table})
     if not result.success:
@@ -192,5 +163,3 @@ async def restore(
         rows_replaced=int(metadata["rows_replaced"]),
         run_id=result.run_id,
     )
-
-

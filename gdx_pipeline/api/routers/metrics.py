@@ -11,11 +11,10 @@ from typing import Annotated
 import pandas as pd
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, create_model
 from starlette.concurrency import run_in_threadpool
 
 from gdx_pipeline.api.dependencies import Engine
-from gdx_pipeline.api.models import ErrorResponse
+from gdx_pipeline.api.models import DepartmentsAboveMean, ErrorResponse, QuarterlyHires
 from gdx_pipeline.core import metrics
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
@@ -32,36 +31,6 @@ Year = Annotated[
         examples=[2021],
     ),
 ]
-
-QuarterlyHiresRow = create_model(
-    "QuarterlyHiresRow",
-    __doc__="Hires of one department and job in each quarter (UTC).",
-    department=(str, ...),
-    job=(str, ...),
-    **{quarter: (int, Field(ge=0)) for quarter in metrics.QUARTERS},
-)
-
-
-class QuarterlyHires(BaseModel):
-    """Hires per department and job in each quarter of the year, ordered by department, then job."""
-
-    year: int
-    rows: list[QuarterlyHiresRow]  # type: ignore[valid-type]
-
-
-class DepartmentHires(BaseModel):
-    id: int
-    department: str
-    hired: int = Field(ge=0)
-
-
-class DepartmentsAboveMean(BaseModel):
-    """Departments that hired more than the mean per hiring department, most hires first."""
-
-    year: int
-    mean_hired: float | None = Field(description="Mean hires over the departments that hired that year; null when nobody was.")
-    rows: list[DepartmentHires]
-
 
 def _prefers_csv(accept: str) -> bool:
     """Content negotiation between JSON (the default) and CSV, by the client's q-values."""
