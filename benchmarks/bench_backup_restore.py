@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.scratch_databases import drop_database, fresh_database  # noqa: E402
-from gdx_pipeline.core.warehouse import normalize_database_url  # noqa: E402
+from gdx_pipeline.core.warehouse import create_warehouse_engine, normalize_database_url  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
 RESULTS = ROOT / "benchmarks" / "results"
