@@ -1,9 +1,11 @@
 """Older import path of the load's pieces, kept so existing imports keep working.
 
 The rows themselves are written by `staged_writes` (stage-to-target SQL for every writer), the
-rejected ones by `reject_log`; `known_keys` reads the ids foreign keys may point at.
+rejected ones by `reject_log`; `known_keys` reads the ids foreign keys may point at, and
+`file_transaction.estimated_rows` guesses a file's rows from its size.
 """
 
+from gdx_pipeline.core.file_transaction import estimated_rows
 from gdx_pipeline.core.known_keys import known_keys
 from gdx_pipeline.core.reject_log import record_rejects, stored_raw_line
 from gdx_pipeline.core.staged_writes import (
@@ -15,13 +17,6 @@ from gdx_pipeline.core.staged_writes import (
     drop_secondary_structures,
 )
 from gdx_pipeline.core.warehouse import quote_identifier
-
-
-
-def estimated_rows(size_bytes: int) -> int:
-    """A cautious row estimate from a file's size (Globant rows are ~45 bytes)."""
-    return size_bytes // 64
-
 
 __all__ = [
     "BULK_THRESHOLD",

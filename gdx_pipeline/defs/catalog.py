@@ -29,7 +29,16 @@ HR_ANALYTICS = "team:hr-analytics"
 PERSONAL_DATA_TABLES = frozenset({"hired_employees", "rejected_rows"})
 
 # The source files (relative to the package) whose logic decides each kind of asset's content.
-INGEST_LOGIC = ("dictionary.py", "core/csv_source.py", "core/validation.py", "core/loading.py", "core/ingestion.py")
+INGEST_LOGIC = (
+    "dictionary.py",
+    "core/csv_source.py",
+    "core/validation.py",
+    "core/known_keys.py",
+    "core/staged_writes.py",
+    "core/reject_log.py",
+    "core/file_transaction.py",
+    "core/ingestion.py",
+)
 METRICS_LOGIC = ("core/metrics.py",)
 DASHBOARD_LOGIC = ("core/metrics.py", "core/dashboard.py", "core/dashboard_template.html", "core/provenance.py")
 BACKUP_LOGIC = ("dictionary.py", "core/backups/avro_schema.py", "core/backups/avro_writer.py", "core/backups/snapshot.py", "core/backups/take.py")
