@@ -15,6 +15,13 @@ from gdx_pipeline.core.staged_writes import LoadCounts
 from gdx_pipeline.core.utc import now_utc
 from gdx_pipeline.core.warehouse import ingestion_ledger
 
+# A restore's source in the ledger: `restore:<backup file name>`.
+RESTORE_PREFIX = "restore:"
+
+
+def restore_source(backup_name: str) -> str:
+    return f"{RESTORE_PREFIX}{backup_name}"[: ingestion_ledger.c.source.type.length]
+
 
 def record_ledger_entry(
     conn: sa.Connection,

@@ -23,7 +23,7 @@ from gdx_pipeline.core.backups.errors import BackupError, RestoreRefusedError
 from gdx_pipeline.core.backups.snapshot import CHUNK_ROWS, lock_order
 from gdx_pipeline.core.backups.verify import VerifiedBackup, check_foreign_keys, verify_backup
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.ledger import ledger_totals, record_ledger_entry
+from gdx_pipeline.core.ledger import ledger_totals, record_ledger_entry, restore_source
 from gdx_pipeline.core.locks import lock_table_for_writes
 from gdx_pipeline.core.logger import Logger
 from gdx_pipeline.core.staged_writes import BULK_ROWS, EmptyTableLoad, LoadCounts, is_bulk, merge
@@ -123,7 +123,7 @@ def _swap_in(engine: sa.Engine, verified: list[VerifiedBackup], *, run_id: str |
                 record_ledger_entry(
                     conn,
                     table=name,
-                    source=f"restore:{item.info.name}"[:512],
+                    source=restore_source(item.info.name),
                     size_bytes=item.info.bytes,
                     counts=LoadCounts(inserted=item.rows),
                     # What the ledger accounted for, not what was there: a restore that repairs
