@@ -49,8 +49,8 @@ def create_warehouse_engine(url: str, *, ping_after_idle_seconds: float = PING_A
 def _ping_idle_connections(engine: sa.Engine, idle_seconds: float) -> None:
     """Ping a pooled connection before handing it out when it sat unused for `idle_seconds`.
 
-    `pool_pre_ping` pings at every checkout: one more round trip per API batch, a visible share
-    of the PostgreSQL API's rows/s. A connection checked in moments ago is as alive as a ping would
+    `pool_pre_ping` pings at every checkout: one more round trip per API batch, which costs
+    the PostgreSQL API rows/s. A connection checked in moments ago is as alive as a ping would
     say a moment later; one that sat idle may have been cut by a restart, a proxy or
     `idle_session_timeout`, and is replaced (the pool's documented DisconnectionError protocol).
     """
@@ -88,8 +88,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
-        # A 1,000-row batch dirties hundreds of index pages: the default cache is too small for
-        # them, and a checkpoint inside nearly every commit made batches wait (benchmarks/bench_api.py).
+        # A 1,000-row batch dirties hundreds of index pages: with the default 2 MB cache and a
+        # checkpoint inside nearly every commit, a batch's write took longer.
         # Checkpoints run in the background (`SqliteWriters`); the automatic one, inside some
         # unlucky writer's commit, is only a backstop.
         cursor.execute("PRAGMA cache_size = -16384")

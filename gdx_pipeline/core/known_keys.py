@@ -14,7 +14,8 @@ def known_keys(conn: sa.Connection, spec: TableSpec, *, among: pa.Table | None =
     """For each foreign key of `spec`, the ids that exist now in the referenced table (one query).
 
     With `among` (typed rows of `spec`), only those of the ids the rows refer to: what an API
-    batch needs, at a cost that does not grow with the referenced tables."""
+    batch needs, at a cost that does not grow with the referenced tables (reading them all
+    made a 1,000-row batch several times slower against 100,000 jobs)."""
     if not spec.foreign_keys:
         return {}
     selects = []

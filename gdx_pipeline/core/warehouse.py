@@ -83,7 +83,7 @@ def indexes_on(table: sa.Table, dialect: str) -> list[sa.Index]:
 only_on("postgresql", sa.Index("ix_hired_employees_datetime", data_tables["hired_employees"].c.datetime))
 # SQLite: only the hire year. Its metrics scan the table anyway (see `metrics`), and an index on
 # the time itself puts every new row at a random place in it: a 1,000-row API batch dirtied most
-# of its pages and wrote megabytes of WAL per commit (README, "API speed"). In the year index,
+# of its pages and wrote megabytes of WAL per commit (benchmarks/results/api.md). In the year index,
 # a batch's new rows land together at the end of their year's entries.
 # The year is the UTC timestamp text's ("YYYY-MM-DD HH:MM:SS.ffffff") first four characters;
 # literal arguments, so the queries that use this expression match the index's exactly.
