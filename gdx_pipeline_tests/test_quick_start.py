@@ -209,7 +209,7 @@ def test_the_demo_then_reset_then_the_real_files_as_a_user_types_them(tmp_path):
     # It says what it loaded, that it is the sample, and how to clear it.
     assert "shipped SAMPLE" in output and "gdx reset --yes" in output
     assert "hired_employees     950" in output
-    assert (folders.reports / "hiring_dashboard_2021.html").exists()
+    assert (folders.reports / "hiring_dashboard.html").exists()
     log = Path(env["DAGSTER_HOME"]) / "demo.log"
     assert f"Dagster's full log: {log}" in output and "STEP_SUCCESS" in log.read_text()
 
