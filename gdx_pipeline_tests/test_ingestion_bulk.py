@@ -6,7 +6,7 @@ import shutil
 import pytest
 import sqlalchemy as sa
 
-from gdx_pipeline.core import loading
+from gdx_pipeline.core import staged_writes
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, indexes_on
@@ -23,7 +23,7 @@ def structures(engine: sa.Engine, table: str) -> tuple[set[str], set[str]]:
 @pytest.mark.postgres
 @pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")  # SQLite's year index
 def test_bulk_loads_rebuild_every_key_and_index_and_leave_the_ddl_alone(postgres_url, folders, tmp_path, monkeypatch):
-    monkeypatch.setattr(loading, "BULK_THRESHOLD", 50)  # the bulk path, on a test-sized file
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)  # the bulk path, on a test-sized file
     engine = create_warehouse_engine(postgres_url)
     create_schema(engine)
     expected = structures(engine, "hired_employees")

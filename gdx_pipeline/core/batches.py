@@ -14,10 +14,14 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from gdx_pipeline.core.csv_source import RecordBlock, read_text_records
-from gdx_pipeline.core.ingestion import lock_table_for_writes, now_utc
-from gdx_pipeline.core.loading import LoadCounts, StagedUpsert, known_keys, record_rejects
+from gdx_pipeline.core.known_keys import known_keys
+from gdx_pipeline.core.ledger import record_ledger_entry
+from gdx_pipeline.core.locks import lock_table_for_writes
+from gdx_pipeline.core.reject_log import record_rejects
+from gdx_pipeline.core.staged_writes import LoadCounts, StagedUpsert
+from gdx_pipeline.core.utc import now_utc
 from gdx_pipeline.core.validation import CheckedRows, RejectedRow, RowValidator, check_rows
-from gdx_pipeline.core.warehouse import ingestion_ledger, write_transaction
+from gdx_pipeline.core.warehouse import write_transaction
 from gdx_pipeline.dictionary import TableSpec, excerpt
 
 API_SOURCE = "api"
@@ -223,20 +227,14 @@ def _write_batch(
         upsert.add(validated.valid)
         counts = upsert.apply()
         record_rejects(conn, spec, validated.rejected, source=source, source_sha256=None, run_id=run_id, request_id=request_id, at=started_at)
-        conn.execute(
-            ingestion_ledger.insert().values(
-                table_name=spec.name,
-                source=source,
-                sha256=None,
-                size_bytes=None,
-                rows_read=block.rows_read,
-                rows_inserted=counts.inserted,
-                rows_updated=counts.updated,
-                rows_unchanged=counts.unchanged,
-                rows_rejected=len(validated.rejected),
-                run_id=run_id or request_id,
-                started_at=started_at,
-                finished_at=now_utc(),
-            )
+        record_ledger_entry(
+            conn,
+            table=spec.name,
+            source=source,
+            rows_read=block.rows_read,
+            counts=counts,
+            rows_rejected=len(validated.rejected),
+            run_id=run_id or request_id,
+            started_at=started_at,
         )
     return BatchOutcome(counts=counts, rejected=validated.rejected, rows_read=block.rows_read)

@@ -14,8 +14,6 @@ come back in the same order from both engines.
 from __future__ import annotations
 
 import operator
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,10 +23,21 @@ import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
-from gdx_pipeline.core.warehouse import SQLITE_HIRE_YEAR, as_utc, data_tables, is_postgres, metadata, write_transaction
-from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL, NAME_MAX_LENGTH, TABLES
+from gdx_pipeline.core.atomic_files import write_text_atomically
+from gdx_pipeline.core.utc import as_utc
+from gdx_pipeline.core.warehouse import (  # noqa: F401  (the metric tables are re-exported: their DDL is the warehouse's)
+    METRIC_TABLES,
+    QUARTERS,
+    SQLITE_HIRE_YEAR,
+    create_schema,
+    data_tables,
+    is_postgres,
+    metric_departments_above_mean,
+    metric_quarterly_hires,
+    write_transaction,
+)
+from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL
 
-QUARTERS = ("Q1", "Q2", "Q3", "Q4")
 QUARTERLY_COLUMNS = ["department", "job", *QUARTERS]
 ABOVE_MEAN_COLUMNS = ["id", "department", "hired"]
 FIRST_YEAR = HIRED_FROM.year
@@ -37,51 +46,6 @@ LAST_YEAR = HIRED_UNTIL.year
 _hired = data_tables["hired_employees"]
 _departments = data_tables["departments"]
 _jobs = data_tables["jobs"]
-
-
-def _described(table: str, column: str) -> str:
-    """A dictionary column's description, reused where a metric table copies that column."""
-    return TABLES[table].schema.columns[column].description
-
-
-_QUARTER_MONTHS = {"Q1": "January to March", "Q2": "April to June", "Q3": "July to September", "Q4": "October to December"}
-_YEAR = "Hiring year (UTC) the row is about."
-_COMPUTED_AT = "When the metric asset computed this row (UTC)."
-
-metric_quarterly_hires = sa.Table(
-    "metric_quarterly_hires",
-    metadata,
-    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment=_YEAR),
-    sa.Column("department_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("departments", "id")),
-    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("jobs", "id")),
-    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("departments", "department")),
-    sa.Column("job", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("jobs", "job")),
-    *(
-        sa.Column(q.lower(), sa.Integer, nullable=False, comment=f"Employees hired into this department and job in {q} ({_QUARTER_MONTHS[q]}, UTC).")
-        for q in QUARTERS
-    ),
-    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment=_COMPUTED_AT),
-    comment="Hires per department and job in each quarter (UTC) of a year; one row per pair with a hire that year.",
-)
-
-metric_departments_above_mean = sa.Table(
-    "metric_departments_above_mean",
-    metadata,
-    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment=_YEAR),
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("departments", "id")),
-    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("departments", "department")),
-    sa.Column("hired", sa.Integer, nullable=False, comment="Employees the department hired in the year."),
-    sa.Column(
-        "mean_hired",
-        sa.Float,
-        nullable=False,
-        comment="The year's mean hires per department, over the departments with at least one hire that year.",
-    ),
-    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment=_COMPUTED_AT),
-    comment="Departments that hired more than the year's mean per hiring department.",
-)
-
-METRIC_TABLES = (metric_quarterly_hires, metric_departments_above_mean)
 
 
 class InvalidYearError(ValueError):
@@ -293,12 +257,9 @@ def years_with_hires(engine: sa.Engine) -> dict[int, int]:
 
 
 def ensure_metric_tables(engine: sa.Engine) -> None:
-    """Create the metric tables where missing: `create_schema` does with a new warehouse (once
-    this module is imported); a warehouse made before they existed gets them here."""
-    with write_transaction(engine) as conn:
-        if is_postgres(conn):
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7420001)")
-        metadata.create_all(conn, tables=list(METRIC_TABLES))
+    """Create the metric tables where missing (kept for older callers: `create_schema` makes them
+    now, with every other table, and adds them to a warehouse made before they existed)."""
+    create_schema(engine)
 
 
 def store_quarterly_hires(engine: sa.Engine, year: int, frame: pd.DataFrame, computed_at: datetime) -> None:
@@ -353,21 +314,6 @@ def stored_departments_above_mean(engine: sa.Engine, year: int) -> pd.DataFrame:
             .order_by(table.c.hired.desc(), _by_codepoint(table.c.department, is_postgres(conn)), table.c.id)
         ).all()
     return pd.DataFrame(rows, columns=["id", "department", "hired", "mean_hired"])
-
-
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Write through a temporary file and rename, so a reader (the API, a browser) never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for readers
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_csv_report(frame: pd.DataFrame, path: Path) -> Path:

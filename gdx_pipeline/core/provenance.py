@@ -14,9 +14,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from gdx_pipeline.core.warehouse import as_utc, ingestion_ledger
-
-RESTORE_PREFIX = "restore:"
+from gdx_pipeline.core.ledger import RESTORE_PREFIX
+from gdx_pipeline.core.utc import as_utc
+from gdx_pipeline.core.warehouse import ingestion_ledger
 SHA256_SHOWN = 12  # hex digits of a file's sha256 shown beside its name
 NEWEST_FILES = 100  # files listed one by one; older ones are counted
 

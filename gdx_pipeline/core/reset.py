@@ -15,9 +15,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from gdx_pipeline.core import metrics  # noqa: F401  (registers the metric tables in `metadata`)
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.ingestion import lock_table_for_writes
+from gdx_pipeline.core.locks import lock_table_for_writes
 from gdx_pipeline.core.warehouse import is_postgres, metadata, write_transaction
 from gdx_pipeline.dictionary import TABLES
 

@@ -213,12 +213,17 @@ def _sent(fields: pa.Table, column: str, row: int) -> str:
 
 def pandera_failures(schema: pa_schema.DataFrameSchema, typed: pa.Table) -> list[Failure]:
     """Every broken check of every row, as Pandera itself reports them."""
+    return [failure for failure in frame_failures(schema, _to_pandas_typed(typed)) if failure[3] is not None]
+
+
+def frame_failures(schema: pa_schema.DataFrameSchema, frame: pd.DataFrame) -> list[tuple[str, str, object, int | None]]:
+    """Every broken check Pandera reports for a typed frame: (column, check, failing value, row),
+    row None for a failure of a whole column (a wrong dtype, say)."""
     try:
-        schema.validate(_to_pandas_typed(typed), lazy=True)
+        schema.validate(frame, lazy=True)
     except pa_schema.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-        cases = cases[cases["index"].notna()]
-        return [(c, str(check), value, int(i)) for c, check, value, i in cases[["column", "check", "failure_case", "index"]].itertuples(index=False)]
+        cases = errors.failure_cases[["column", "check", "failure_case", "index"]]
+        return [(c, str(check), value, None if pd.isna(i) else int(i)) for c, check, value, i in cases.itertuples(index=False)]
     return []
 
 

@@ -1,24 +1,26 @@
-"""The warehouse: SQLAlchemy tables derived from the data dictionary, plus the system tables
-(ingestion ledger, rejected-row log, quarantined files), and engines for SQLite and PostgreSQL.
+"""The warehouse schema: SQLAlchemy tables derived from the data dictionary, the system tables
+(ingestion ledger, rejected-row log, quarantined files, files changed while read) and the
+metric tables, all on one `metadata`, so `create_schema` makes every one of them.
+
+Engines and write transactions live in `engines` (re-exported here for older imports).
 """
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from gdx_pipeline.core.sqlite_writes import AUTOCHECKPOINT_BACKSTOP_PAGES, SqliteWriters
+from gdx_pipeline.core.engines import (  # noqa: F401  (re-exported: older imports name them here)
+    PING_AFTER_IDLE_SECONDS,
+    create_warehouse_engine,
+    is_postgres,
+    is_sqlite_url,
+    is_transient_database_error,
+    normalize_database_url,
+    write_transaction,
+)
+from gdx_pipeline.core.locks import lock_schema
+from gdx_pipeline.core.utc import as_utc  # noqa: F401  (re-exported: older imports name it here)
 from gdx_pipeline.dictionary import NAME_MAX_LENGTH, TABLES, TableSpec
-
-# PostgreSQL connections idle in the pool for longer than this are pinged before use.
-PING_AFTER_IDLE_SECONDS = 5.0
-_WRITES = "gdx_writes"  # execution option: this SQLite transaction writes (BEGIN IMMEDIATE)
 
 # Named primary keys, so the bulk loader can drop and rebuild them by name.
 metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s"})
@@ -158,154 +160,64 @@ files_changed_while_read = sa.Table(
 )
 
 
-def normalize_database_url(url: str) -> str:
-    """Name the driver: bare `postgresql://` becomes psycopg 3, which the COPY loader needs."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+def _described(table: str, column: str) -> str:
+    """A dictionary column's description, reused where a metric table copies that column."""
+    return TABLES[table].schema.columns[column].description
 
 
-def is_sqlite_url(url: str) -> bool:
-    """The warehouse at `url` is a SQLite database (embedded), not a PostgreSQL server."""
-    return make_url(url).get_backend_name() == "sqlite"
+# The metric tables: what the metric assets store for each year (see `metrics`).
+QUARTERS = ("Q1", "Q2", "Q3", "Q4")
+_QUARTER_MONTHS = {"Q1": "January to March", "Q2": "April to June", "Q3": "July to September", "Q4": "October to December"}
+_YEAR = "Hiring year (UTC) the row is about."
+_COMPUTED_AT = "When the metric asset computed this row (UTC)."
+
+metric_quarterly_hires = sa.Table(
+    "metric_quarterly_hires",
+    metadata,
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment=_YEAR),
+    sa.Column("department_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("departments", "id")),
+    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("jobs", "id")),
+    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("departments", "department")),
+    sa.Column("job", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("jobs", "job")),
+    *(
+        sa.Column(q.lower(), sa.Integer, nullable=False, comment=f"Employees hired into this department and job in {q} ({_QUARTER_MONTHS[q]}, UTC).")
+        for q in QUARTERS
+    ),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment=_COMPUTED_AT),
+    comment="Hires per department and job in each quarter (UTC) of a year; one row per pair with a hire that year.",
+)
+
+metric_departments_above_mean = sa.Table(
+    "metric_departments_above_mean",
+    metadata,
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment=_YEAR),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("departments", "id")),
+    sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("departments", "department")),
+    sa.Column("hired", sa.Integer, nullable=False, comment="Employees the department hired in the year."),
+    sa.Column(
+        "mean_hired",
+        sa.Float,
+        nullable=False,
+        comment="The year's mean hires per department, over the departments with at least one hire that year.",
+    ),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment=_COMPUTED_AT),
+    comment="Departments that hired more than the year's mean per hiring department.",
+)
+
+METRIC_TABLES = (metric_quarterly_hires, metric_departments_above_mean)
 
 
-def create_warehouse_engine(url: str, *, ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> sa.Engine:
-    url = normalize_database_url(url)
-    if is_sqlite_url(url):
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
-        _configure_sqlite(engine)
-        return engine
-    engine = sa.create_engine(url)
-    _ping_idle_connections(engine, ping_after_idle_seconds)
-    return engine
-
-
-def _ping_idle_connections(engine: sa.Engine, idle_seconds: float) -> None:
-    """Ping a pooled connection before handing it out when it sat unused for `idle_seconds`.
-
-    `pool_pre_ping` pings at every checkout: one more round trip per API batch, which costs
-    the PostgreSQL API rows/s. A connection checked in moments ago is as alive as a ping would
-    say a moment later; one that sat idle may have been cut by a restart, a proxy or
-    `idle_session_timeout`, and is replaced (the pool's documented DisconnectionError protocol).
-    """
-
-    @sa.event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi_connection, record):  # noqa: ANN001
-        record.info["gdx_checked_in"] = time.monotonic()
-
-    @sa.event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_connection, record, _proxy):  # noqa: ANN001
-        checked_in = record.info.get("gdx_checked_in")
-        if checked_in is None or time.monotonic() - checked_in < idle_seconds:
-            return  # new, or used a moment ago
-        try:
-            alive = engine.dialect.do_ping(dbapi_connection)
-        except engine.dialect.loaded_dbapi.Error as error:
-            raise sa.exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
-        if not alive:
-            raise sa.exc.DisconnectionError("idle connection failed its ping")
-
-
-def _configure_sqlite(engine: sa.Engine) -> None:
-    """Foreign keys on, WAL for concurrent readers, and transactions that say what they are.
-
-    pysqlite's own transaction handling defers BEGIN; SQLAlchemy's documented recipe hands
-    transaction control back to us. A `write_transaction` begins IMMEDIATE, taking the write
-    lock up front (in its turn); every other transaction is a reader and begins DEFERRED, so
-    it neither waits for writers nor makes them wait.
-    """
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        # A 1,000-row batch dirties hundreds of index pages: with the default 2 MB cache and a
-        # checkpoint inside nearly every commit, a batch's write took longer.
-        # Checkpoints run in the background (`SqliteWriters`); the automatic one, inside some
-        # unlucky writer's commit, is only a backstop.
-        cursor.execute("PRAGMA cache_size = -16384")
-        cursor.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_BACKSTOP_PAGES}")
-        cursor.execute("PRAGMA journal_size_limit = 67108864")
-        cursor.execute("PRAGMA busy_timeout = 60000")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(connection):  # noqa: ANN001
-        writes = connection.get_execution_options().get(_WRITES, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
-
-
-@contextmanager
-def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A transaction that writes: committed on success, rolled back on error.
-
-    On SQLite writers queue for it and the WAL is checkpointed behind them (see
-    `SqliteWriters`); on PostgreSQL callers take the row or advisory locks they need inside it.
-    """
-    if is_postgres(engine):
-        with engine.begin() as conn:
-            yield conn
-        return
-    writers = SqliteWriters.of(engine)
-    with writers.turn(), engine.connect() as conn:
-        conn.execution_options(**{_WRITES: True})  # in place: its BEGIN is IMMEDIATE
-        with conn.begin():
-            yield conn
-    writers.committed()
-
-
-def is_postgres(engine_or_connection: sa.Engine | sa.Connection) -> bool:
-    return engine_or_connection.dialect.name == "postgresql"
+def quote_identifier(conn: sa.Connection, name: str) -> str:
+    """A table or column name from the dictionary, quoted for the connection's dialect."""
+    return conn.dialect.identifier_preparer.quote(name)
 
 
 def create_schema(engine: sa.Engine) -> None:
-    """Create every table and index that does not exist yet (idempotent)."""
-    if is_postgres(engine):
-        # Two processes starting at once must not race on CREATE TABLE.
-        with engine.begin() as conn:
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7420001)")
-            metadata.create_all(conn)
-    else:
-        with write_transaction(engine) as conn:
-            metadata.create_all(conn)
+    """Create every table and index that does not exist yet (idempotent): a warehouse made by an
+    older version gets the tables added since (the metric tables, say) the same way."""
+    with write_transaction(engine) as conn:
+        lock_schema(conn)  # two processes starting at once must not race on CREATE TABLE
+        metadata.create_all(conn)
+        if not is_postgres(conn):
             for name in RETIRED_SQLITE_INDEXES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
-
-
-# SQLite result codes of a lock held by another connection: worth waiting for, unlike the rest
-# of what sqlite3 raises as OperationalError ("no such table", "unable to open database file").
-_SQLITE_TRANSIENT_CODES = {"SQLITE_BUSY", "SQLITE_LOCKED"}
-
-
-def is_transient_database_error(error: BaseException) -> bool:
-    """The database may well succeed if asked again in a moment: a dropped or refused connection,
-    a server restarting, a deadlock or serialization failure, a full connection pool, a lock.
-
-    PostgreSQL (psycopg) reports all of those, and only those, as OperationalError; SQLite uses
-    OperationalError for broken schemas and paths too, so there only its lock codes count. A
-    refusal (IntegrityError, a bad value, a missing table) is never transient.
-    """
-    if isinstance(error, (sa.exc.DisconnectionError, sa.exc.TimeoutError)):
-        return True
-    if not isinstance(error, sa.exc.DBAPIError):
-        return False
-    if error.connection_invalidated:
-        return True
-    if not isinstance(error, sa.exc.OperationalError):
-        return False
-    if isinstance(error.orig, sqlite3.Error):
-        return getattr(error.orig, "sqlite_errorname", None) in _SQLITE_TRANSIENT_CODES
-    return True
-
-
-def as_utc(value: datetime | str) -> datetime:
-    """A timestamp read back from the warehouse, as an aware UTC datetime: SQLite hands them back
-    naive (they are stored in UTC), and an aggregate's (min, max) even as text."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

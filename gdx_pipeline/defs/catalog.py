@@ -35,7 +35,16 @@ def package_modules(folder: str) -> tuple[str, ...]:
 
 
 # The source files (relative to the package) whose logic decides each kind of asset's content.
-INGEST_LOGIC = ("dictionary.py", *package_modules("core/csv_source"), "core/validation.py", "core/loading.py", "core/ingestion.py")
+INGEST_LOGIC = (
+    "dictionary.py",
+    *package_modules("core/csv_source"),
+    "core/validation.py",
+    "core/known_keys.py",
+    "core/staged_writes.py",
+    "core/reject_log.py",
+    "core/file_transaction.py",
+    "core/ingestion.py",
+)
 METRICS_LOGIC = ("core/metrics.py",)
 DASHBOARD_LOGIC = ("core/metrics.py", *package_modules("core/dashboard"), "core/dashboard/template.html", "core/provenance.py")
 BACKUP_LOGIC = ("dictionary.py", "core/backups/avro_schema.py", "core/backups/avro_writer.py", "core/backups/snapshot.py", "core/backups/take.py")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -36,6 +35,7 @@ from gdx_pipeline.api.models import (
 from gdx_pipeline.api.settings import MAX_ROWS_PER_REQUEST
 from gdx_pipeline.core.batches import BatchOutcome, block_from_csv_text, block_from_mappings, check_block, write_checked_batch
 from gdx_pipeline.core.csv_source import RecordBlock
+from gdx_pipeline.core.utc import as_utc
 from gdx_pipeline.core.warehouse import data_tables, rejected_rows
 from gdx_pipeline.dictionary import ID_MAX, character_class, excerpt, table_spec
 
@@ -64,11 +64,6 @@ def request_id_for(request: Request) -> str:
     """The client's X-Request-ID when it is a sane token, else a fresh one."""
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     return supplied if _CLIENT_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands datetimes back naive; they were stored in UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def json_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gdx_pipeline.core.atomic_files import PART_SUFFIX  # hidden files being written; retention sweeps stale ones
 from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES
 from gdx_pipeline.core.backups.errors import BackupNotFoundError, InvalidBackupNameError, UnknownBackupTableError
 from gdx_pipeline.core.backups.verify import check_snapshot_whole
@@ -22,7 +23,6 @@ from gdx_pipeline.core.folders import DataFolders
 MANIFEST_FORMAT = "gdx-backup/1"
 AVRO_SUFFIX = ".avro"
 MANIFEST_SUFFIX = ".manifest.json"
-PART_SUFFIX = ".part"
 _STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _STAMP = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
 

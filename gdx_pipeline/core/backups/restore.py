@@ -8,7 +8,6 @@ each swap in the ingestion ledger.
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 import time
@@ -16,24 +15,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, BackupTable, referencing_tables
+from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, referencing_tables
 from gdx_pipeline.core.backups.catalog import BackupInfo, resolve_backup, resolve_snapshot
 from gdx_pipeline.core.backups.errors import BackupError, RestoreRefusedError
 from gdx_pipeline.core.backups.snapshot import CHUNK_ROWS, lock_order
 from gdx_pipeline.core.backups.verify import VerifiedBackup, check_foreign_keys, verify_backup
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.ingestion import Logger, lock_table_for_writes, now_utc
-from gdx_pipeline.core.loading import create_secondary_structures, drop_secondary_structures, quote_identifier
-from gdx_pipeline.core.warehouse import ingestion_ledger, is_postgres, write_transaction
+from gdx_pipeline.core.ledger import ledger_totals, record_ledger_entry, restore_source
+from gdx_pipeline.core.locks import lock_table_for_writes
+from gdx_pipeline.core.logger import Logger
+from gdx_pipeline.core.staged_writes import BULK_ROWS, EmptyTableLoad, LoadCounts, is_bulk, merge
+from gdx_pipeline.core.utc import now_utc
+from gdx_pipeline.core.warehouse import is_postgres, quote_identifier, write_transaction
 from gdx_pipeline.dictionary import TABLES
 
 # From this many rows on, a PostgreSQL restore drops the keys and indexes, COPYs, and builds them
-# once after: one sorted index build and one set-wise foreign key check beat per-row upkeep.
-BULK_RESTORE_ROWS = 200_000
+# once after (the one bulk threshold of every writer: `staged_writes.BULK_ROWS`).
+BULK_RESTORE_ROWS = BULK_ROWS
 
 _default_log = logging.getLogger("gdx_pipeline.backups")
 
@@ -119,29 +119,18 @@ def _swap_in(engine: sa.Engine, verified: list[VerifiedBackup], *, run_id: str |
             accounted = {name: _ledger_balance(conn, name) for name in by_table}
             _empty(conn, [name for name in by_table if name in replaced])
             for name, item in by_table.items():
-                if name in replaced:
-                    _load(conn, item)
-                else:
-                    _merge(conn, item)
-                _after_load(conn, item)
-                conn.execute(
-                    ingestion_ledger.insert().values(
-                        table_name=name,
-                        source=f"restore:{item.info.name}"[:512],
-                        sha256=None,
-                        size_bytes=item.info.bytes,
-                        rows_read=0,
-                        rows_inserted=item.rows,
-                        rows_updated=0,
-                        rows_unchanged=0,
-                        rows_rejected=0,
-                        # What the ledger accounted for, not what was there: a restore that repairs
-                        # an out-of-band change also puts the ledger back in balance with the table.
-                        rows_deleted=accounted[name],
-                        run_id=run_id,
-                        started_at=started_at,
-                        finished_at=now_utc(),
-                    )
+                _write(conn, item, replace=name in replaced)
+                record_ledger_entry(
+                    conn,
+                    table=name,
+                    source=restore_source(item.info.name),
+                    size_bytes=item.info.bytes,
+                    counts=LoadCounts(inserted=item.rows),
+                    # What the ledger accounted for, not what was there: a restore that repairs
+                    # an out-of-band change also puts the ledger back in balance with the table.
+                    rows_deleted=accounted[name],
+                    run_id=run_id,
+                    started_at=started_at,
                 )
     except (sa.exc.IntegrityError, sa.exc.DataError) as error:
         # Someone wrote a conflicting row between our checks and the swap; the database said no.
@@ -165,10 +154,6 @@ def _replaceable(by_table: dict[str, VerifiedBackup]) -> set[str]:
     return replaced
 
 
-def _is_bulk(conn: sa.Connection, item: VerifiedBackup) -> bool:
-    return is_postgres(conn) and item.rows >= BULK_RESTORE_ROWS
-
-
 def _lock(conn: sa.Connection, by_table: dict[str, VerifiedBackup], replaced: set[str]) -> None:
     """Take the writers' locks of the tables involved, then (PostgreSQL) the table locks TRUNCATE
     and the key rebuild need, in `lock_order`, all up front so no lock is upgraded later.
@@ -185,7 +170,7 @@ def _lock(conn: sa.Connection, by_table: dict[str, VerifiedBackup], replaced: se
         return  # SQLite: the transaction began with BEGIN IMMEDIATE
     exclusive = set(replaced)
     for name in replaced:
-        if _is_bulk(conn, by_table[name]):
+        if is_bulk(conn, by_table[name].rows):
             exclusive |= {fk.table for fk in by_table[name].table.foreign_keys}
     if exclusive:
         conn.exec_driver_sql(f"LOCK TABLE {', '.join(quote_identifier(conn, n) for n in lock_order(exclusive))} IN ACCESS EXCLUSIVE MODE")
@@ -204,99 +189,21 @@ def _empty(conn: sa.Connection, names: list[str]) -> None:
 
 
 def _ledger_balance(conn: sa.Connection, name: str) -> int:
-    ledger = ingestion_ledger.c
-    balance = conn.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(ledger.rows_inserted), 0) - sa.func.coalesce(sa.func.sum(ledger.rows_deleted), 0)).where(ledger.table_name == name)
-    ).scalar_one()
-    return int(balance)
+    inserted, deleted = ledger_totals(conn, name)
+    return inserted - deleted
 
 
 def _count(conn: sa.Connection, name: str) -> int:
     return conn.exec_driver_sql(f"SELECT count(*) FROM {quote_identifier(conn, name)}").scalar_one()
 
 
-def _columns_sql(conn: sa.Connection, table: BackupTable) -> str:
-    return ", ".join(quote_identifier(conn, c) for c in table.column_names)
-
-
-def _write_rows(conn: sa.Connection, item: VerifiedBackup, target: str) -> None:
-    """Stream the spooled rows into `target`: COPY on PostgreSQL, executemany on SQLite."""
-    columns = _columns_sql(conn, item.table)
-    if is_postgres(conn):
-        # Times go out as naive UTC text (Arrow writes those much faster than zoned ones), read
-        # back as UTC by the session time zone set here for this transaction only.
-        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT csv)") as copy:
-            for batch in item.spooled_batches():
-                buffer = io.BytesIO()
-                pacsv.write_csv(_naive_times(batch, item.table), buffer, pacsv.WriteOptions(include_header=False))
-                copy.write(buffer.getbuffer())
-        return
-    placeholders = ", ".join("?" for _ in item.table.columns)
-    for batch in item.spooled_batches():
-        naive = _naive_times(batch, item.table)
-        # SQLAlchemy's SQLite DateTime text: naive UTC, microseconds; Arrow's cast writes exactly that.
-        arrays = [naive.column(i).cast(pa.string()).to_pylist() if c.kind == "timestamp" else naive.column(i).to_pylist() for i, c in enumerate(item.table.columns)]
-        conn.exec_driver_sql(f"INSERT INTO {target} ({columns}) VALUES ({placeholders})", list(zip(*arrays)))
-
-
-def _naive_times(batch: pa.RecordBatch, table: BackupTable) -> pa.RecordBatch:
-    arrays = [batch.column(i).cast(pa.timestamp("us")) if c.kind == "timestamp" else batch.column(i) for i, c in enumerate(table.columns)]
-    return pa.RecordBatch.from_arrays(arrays, names=table.column_names)
-
-
-def _load(conn: sa.Connection, item: VerifiedBackup) -> None:
-    """Into the emptied table. A large PostgreSQL load drops the foreign keys, secondary indexes
-    and (if nothing references it) the primary key, and builds them once after the COPY, as
-    ingestion's first load does: one sorted index build and one set-wise key check beat per-row upkeep."""
-    target = quote_identifier(conn, item.table.name)
-    sql_table = item.table.sql_table
-    bulk = _is_bulk(conn, item)
-    keep_key = bool(referencing_tables(item.table.name))
-    if bulk:
-        drop_secondary_structures(conn, sql_table, primary_key=not keep_key)
-    _write_rows(conn, item, target if is_postgres(conn) else f"main.{target}")
-    if bulk:
-        create_secondary_structures(conn, sql_table, primary_key=not keep_key)
-
-
-def _merge(conn: sa.Connection, item: VerifiedBackup) -> None:
-    """Replace the contents of a table others reference without ever deleting a referenced row:
-    stage the backup, delete the rows it lacks (checked unreferenced), upsert the rest."""
-    postgres = is_postgres(conn)
-    table = item.table
-    target = quote_identifier(conn, table.name)
-    stage = f"gdx_restore_{table.name}"
-    columns = _columns_sql(conn, table)
-    key = quote_identifier(conn, table.primary_key)
-    if postgres:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{stage}")
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP")
-        stage_ref, target_ref = stage, target
+def _write(conn: sa.Connection, item: VerifiedBackup, *, replace: bool) -> None:
+    """The spooled rows into their table: into the emptied table (`replace`), or merged where
+    other tables point at it, so a row they reference is never missing (`staged_writes`)."""
+    table, columns = item.table.sql_table, item.table.column_names
+    if replace:
+        load = EmptyTableLoad(conn, table, columns, bulk=is_bulk(conn, item.rows))
+        load.add(item.spooled_batches())
+        load.finish(explicit_ids=True)
     else:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{stage}")
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} AS SELECT {columns} FROM main.{target} WHERE 0")
-        stage_ref, target_ref = f"temp.{stage}", f"main.{target}"
-    _write_rows(conn, item, stage_ref)
-    conn.exec_driver_sql(f"DELETE FROM {target_ref} WHERE NOT EXISTS (SELECT 1 FROM {stage_ref} AS s WHERE s.{key} = {target_ref}.{key})")
-    others = [c for c in table.column_names if c != table.primary_key]
-    assignments = ", ".join(f"{quote_identifier(conn, c)} = excluded.{quote_identifier(conn, c)}" for c in others)
-    conflict = f"ON CONFLICT ({key}) DO UPDATE SET {assignments}" if others else f"ON CONFLICT ({key}) DO NOTHING"
-    conn.exec_driver_sql(f"INSERT INTO {target_ref} ({columns}) SELECT {columns} FROM {stage_ref} WHERE true {conflict}")
-    conn.exec_driver_sql(f"DROP TABLE {stage_ref}")
-
-
-def _after_load(conn: sa.Connection, item: VerifiedBackup) -> None:
-    if not is_postgres(conn):
-        return
-    target = quote_identifier(conn, item.table.name)
-    column = item.table.sql_table.c[item.table.primary_key]
-    if column.autoincrement is True:
-        # A serial id: new rows must be numbered after the restored ones.
-        conn.exec_driver_sql(
-            f"SELECT setval(pg_get_serial_sequence('{item.table.name}', '{item.table.primary_key}'), "
-            f"coalesce(max({quote_identifier(conn, item.table.primary_key)}), 0) + 1, false) FROM {target}"
-        )
-    if _is_bulk(conn, item):
-        conn.exec_driver_sql(f"ANALYZE {target}")
+        merge(conn, table, columns, item.spooled_batches(), rows=item.rows)

@@ -14,7 +14,7 @@ from gdx_pipeline.core.backups.catalog import PART_SUFFIX, BackupInfo, backup_fo
 from gdx_pipeline.core.backups.errors import BackupError
 from gdx_pipeline.core.csv_source import file_sha256
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.ingestion import Logger
+from gdx_pipeline.core.logger import Logger
 
 DEFAULT_RETENTION = 14
 

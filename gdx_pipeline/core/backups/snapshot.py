@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, BackupTable
-from gdx_pipeline.core.loading import quote_identifier
+from gdx_pipeline.core.warehouse import quote_identifier
 from gdx_pipeline.core.warehouse import is_postgres
 
 CHUNK_ROWS = 100_000

@@ -8,7 +8,6 @@ any moment leaves nothing that a restore would pick up.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -34,8 +33,10 @@ from gdx_pipeline.core.backups.catalog import MANIFEST_FORMAT, PART_SUFFIX, back
 from gdx_pipeline.core.backups.errors import BackupError
 from gdx_pipeline.core.backups.retention import discard_stale_spools, prune_backups
 from gdx_pipeline.core.backups.snapshot import CHUNK_ROWS, SnapshotReader
+from gdx_pipeline.core.atomic_files import write_text_atomically
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.ingestion import Logger, now_utc
+from gdx_pipeline.core.logger import Logger
+from gdx_pipeline.core.utc import now_utc
 
 DEFAULT_CODEC = "deflate"
 
@@ -179,7 +180,7 @@ def _write_backup(
             "avro_schema": table.avro_schema,
         }
         os.replace(part, final)
-        _write_atomically(manifest_path(final), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomically(manifest_path(final), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     finally:
         part.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
@@ -238,21 +239,3 @@ def _write_in_helper(part: Path, spec: AvroFileSpec, batches: Iterator[pa.Record
     if written.rows != sent:
         raise BackupError(f"the Avro writer process wrote {written.rows:,} rows of {sent:,}; no backup was written")
     return written
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.{os.getpid()}{PART_SUFFIX}")
-    try:
-        with part.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # make the renames durable where the platform allows
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)

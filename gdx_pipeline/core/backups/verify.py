@@ -30,9 +30,10 @@ from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, BackupTable, ba
 from gdx_pipeline.core.backups.errors import RestoreRefusedError
 from gdx_pipeline.core.backups.snapshot import CHUNK_ROWS, arrow_schema, arrow_type
 from gdx_pipeline.core.csv_source import RecordBlock, file_sha256
-from gdx_pipeline.core.ingestion import Logger
-from gdx_pipeline.core.loading import quote_identifier
+from gdx_pipeline.core.logger import Logger
+from gdx_pipeline.core.rule_failures import RuleFailures, reason_kind
 from gdx_pipeline.core.validation import SeenIds, check_rows
+from gdx_pipeline.core.warehouse import quote_identifier
 
 if TYPE_CHECKING:
     from gdx_pipeline.core.backups.catalog import BackupInfo
@@ -122,13 +123,13 @@ def verify_backup(info: BackupInfo, spool_dir: Path, *, chunk_rows: int = CHUNK_
     except BaseException:
         spool.unlink(missing_ok=True)
         raise
-    if checker.failures:
+    failures = checker.failures
+    if failures.by_rule:
         spool.unlink(missing_ok=True)
-        listing = "; ".join(f"{rule}: {count:,}" for rule, count in checker.failures.items())
         raise _refuse(
             info,
-            f"{checker.failing_rows:,} row(s) break the data dictionary ({listing})",
-            {"failing_rows": checker.failing_rows, "failures_by_rule": dict(checker.failures), "examples": checker.examples},
+            f"{failures.failing_rows:,} row(s) break the data dictionary ({failures.listing()})",
+            {"failing_rows": failures.failing_rows, "failures_by_rule": dict(failures.by_rule), "examples": list(failures.examples)},
         )
     if checker.rows != info.rows:
         spool.unlink(missing_ok=True)
@@ -195,21 +196,20 @@ class _RowChecker:
     pipeline's back. The reject log has no dictionary model: its text lengths are checked.
     """
 
-    EXAMPLES = 5  # reasons quoted in a refusal's details
-
     def __init__(self, table: BackupTable):
         self.table = table
-        self.rows = 0
-        self.failing_rows = 0
-        self.failures: dict[str, int] = {}
-        self.examples: list[str] = []
+        self.failures = RuleFailures()  # examples: the reasons quoted in a refusal's details
         self._seen = SeenIds()
         self._keep_ids = bool(referencing_tables(table.name))
         self._ids: list[np.ndarray] = []
         self._foreign: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {fk.column: [] for fk in table.foreign_keys}
 
+    @property
+    def rows(self) -> int:
+        return self.failures.rows_checked
+
     def check(self, batch: pa.RecordBatch) -> None:
-        self.rows += batch.num_rows
+        self.failures.rows_checked += batch.num_rows
         bad = np.zeros(batch.num_rows, dtype=bool)
         if self.table.spec is not None:
             bad |= self._check_dictionary(batch)
@@ -218,15 +218,15 @@ class _RowChecker:
         key = batch.column(self.table.primary_key).to_numpy(zero_copy_only=False).astype(np.int64)
         in_range = (key >= 0) & (key <= np.iinfo(np.int32).max)
         if not in_range.all():
-            self._fail("primary key out of range", int((~in_range).sum()))
+            self.failures.count("primary key out of range", int((~in_range).sum()))
             bad |= ~in_range
         duplicates = self._seen.mark(np.where(in_range, key, 0), in_range)
         if duplicates.any():
-            self._fail(f"{self.table.primary_key}: duplicate", int(duplicates.sum()))
-            for row in np.flatnonzero(duplicates)[: self.EXAMPLES - len(self.examples)]:
-                self.examples.append(f"{self.table.primary_key} {key[row]}: {self.table.primary_key}: duplicate of an earlier row")
+            self.failures.count(f"{self.table.primary_key}: duplicate", int(duplicates.sum()))
+            for row in np.flatnonzero(duplicates)[: self.failures.examples_wanted()]:
+                self.failures.example(f"{self.table.primary_key} {key[row]}: {self.table.primary_key}: duplicate of an earlier row")
             bad |= duplicates
-        self.failing_rows += int(bad.sum())
+        self.failures.failing_rows += int(bad.sum())
         if self._keep_ids:
             self._ids.append(np.unique(key))
         for fk in self.table.foreign_keys:
@@ -252,9 +252,8 @@ class _RowChecker:
         for row, row_reasons in sorted(reasons.items()):
             bad[row] = True
             for reason in row_reasons:
-                self._fail(reason.split(" (got ", 1)[0])
-                if len(self.examples) < self.EXAMPLES:
-                    self.examples.append(f"{self.table.primary_key} {keys[row].as_py()}: {reason}")
+                self.failures.count(reason_kind(reason))
+                self.failures.example(f"{self.table.primary_key} {keys[row].as_py()}: {reason}")
         return bad
 
     def _check_lengths(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -264,12 +263,9 @@ class _RowChecker:
                 continue
             too_long = pc.fill_null(pc.greater(pc.utf8_length(batch.column(column.name)), column.max_length), False).to_numpy(zero_copy_only=False)
             if too_long.any():
-                self._fail(f"{column.name}: longer than {column.max_length} characters", int(too_long.sum()))
+                self.failures.count(f"{column.name}: longer than {column.max_length} characters", int(too_long.sum()))
                 bad |= too_long
         return bad
-
-    def _fail(self, rule: str, count: int = 1) -> None:
-        self.failures[rule] = self.failures.get(rule, 0) + count
 
     def distinct_ids(self) -> np.ndarray:
         return np.unique(np.concatenate(self._ids)) if self._ids else np.array([], dtype=np.int64)

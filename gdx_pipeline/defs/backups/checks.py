@@ -11,7 +11,7 @@ import dagster as dg
 from gdx_pipeline.core.backups import BACKUP_TABLES, list_backups
 from gdx_pipeline.core.csv_source import file_sha256
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.ingestion import now_utc
+from gdx_pipeline.core.utc import now_utc
 from gdx_pipeline.defs.backups.assets import backup_asset_key
 from gdx_pipeline.defs.resources import DataFolderResource
 

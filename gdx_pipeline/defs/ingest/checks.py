@@ -9,16 +9,14 @@ outside a run (an API batch), so the metrics never wait on a check nobody will r
 
 
 import dagster as dg
-import numpy as np
-import pandas as pd
-import pandera.pandas as pa
 import sqlalchemy as sa
 
-from gdx_pipeline.core.warehouse import data_tables, ingestion_ledger
+from gdx_pipeline.core.ledger import ledger_totals
+from gdx_pipeline.core.rule_failures import CHECK_CHUNK_ROWS, read_table_frames, stored_rows_failures  # noqa: F401  (older imports)
+from gdx_pipeline.core.warehouse import data_tables
 from gdx_pipeline.defs.resources import WarehouseResource
 from gdx_pipeline.dictionary import TABLES, TableSpec
 
-CHECK_CHUNK_ROWS = 200_000
 MATCHES_DICTIONARY = "matches_dictionary"
 NO_ORPHANS = "no_orphans"
 # Evaluated by metrics_automation_sensor: once after each materialization the check has not seen
@@ -28,27 +26,6 @@ check_after_unchecked_writes = (
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after a write it has not checked")
-
-
-def read_table_frames(engine: sa.Engine, spec: TableSpec, chunk_rows: int = CHECK_CHUNK_ROWS):
-    """The table in typed chunks (bounded memory), with timestamps as UTC whatever the engine."""
-    table = data_tables[spec.name]
-    with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
-            sa.select(table).order_by(table.c[spec.primary_key])
-        )
-        for rows in result.partitions(chunk_rows):
-            frame = pd.DataFrame(rows, columns=spec.columns)
-            for column in spec.columns:
-                kind = spec.column_kind(column)
-                if kind == "integer":
-                    frame[column] = frame[column].astype("Int64")
-                elif kind == "timestamp":
-                    values = pd.to_datetime(frame[column], utc=True).dt.as_unit("us")
-                    frame[column] = values
-                else:
-                    frame[column] = frame[column].astype("string")
-            yield frame
 
 
 def blocking_check(spec: TableSpec, name: str, description: str):  # noqa: ANN201 - a decorator
@@ -68,21 +45,14 @@ def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
 
     @blocking_check(spec, MATCHES_DICTIONARY, "Every stored row passes the data dictionary's Pandera model.")
     def matches_dictionary(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        failing_rows = 0
-        rows = 0
-        examples: dict[str, int] = {}
-        for frame in read_table_frames(warehouse.engine(), spec):
-            rows += len(frame)
-            try:
-                spec.schema.validate(frame, lazy=True)
-            except pa.errors.SchemaErrors as errors:
-                cases = errors.failure_cases
-                failing_rows += cases["index"].dropna().nunique()
-                for (column, check), count in cases.groupby(["column", "check"]).size().items():
-                    examples[f"{column}: {check}"] = examples.get(f"{column}: {check}", 0) + int(count)
+        failures = stored_rows_failures(warehouse.engine(), spec)
         return dg.AssetCheckResult(
-            passed=failing_rows == 0,
-            metadata={"rows_checked": rows, "failing_rows": failing_rows, "failures_by_rule": dg.MetadataValue.json(examples)},
+            passed=failures.passed,
+            metadata={
+                "rows_checked": failures.rows_checked,
+                "failing_rows": failures.failing_rows,
+                "failures_by_rule": dg.MetadataValue.json(failures.by_rule),
+            },
         )
 
     @dg.asset_check(asset=spec.name, name="ids_unique", description=f"No two rows share an `{spec.primary_key}`.")
@@ -99,15 +69,10 @@ def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
     def counts_match_ledger(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.engine().connect() as conn:
             rows = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            inserted, deleted = conn.execute(
-                sa.select(
-                    sa.func.coalesce(sa.func.sum(ingestion_ledger.c.rows_inserted), 0),
-                    sa.func.coalesce(sa.func.sum(ingestion_ledger.c.rows_deleted), 0),
-                ).where(ingestion_ledger.c.table_name == spec.name)
-            ).one()
-        expected = int(inserted) - int(deleted)
+            inserted, deleted = ledger_totals(conn, spec.name)
+        expected = inserted - deleted
         return dg.AssetCheckResult(
-            passed=rows == expected, metadata={"rows": rows, "ledger_inserted": int(inserted), "ledger_deleted": int(deleted), "difference": rows - expected}
+            passed=rows == expected, metadata={"rows": rows, "ledger_inserted": inserted, "ledger_deleted": deleted, "difference": rows - expected}
         )
 
     checks = [matches_dictionary, ids_unique, counts_match_ledger]

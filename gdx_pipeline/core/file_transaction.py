@@ -1,0 +1,166 @@
+"""One landing file applied in one transaction: its valid rows upserted, its rejected rows
+logged (in the table and a reject file), its ledger entry written, all committed together or
+not at all. A file whose sha256 the ledger already holds is skipped.
+
+The next block is parsed and validated in a background thread while this one loads
+(`read_ahead`): Arrow and pandas release the GIL, and the database works while psycopg waits.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import sqlalchemy as sa
+
+from gdx_pipeline.core.csv_source import FileSnapshot, read_record_blocks
+from gdx_pipeline.core.file_outcome import FileOutcome
+from gdx_pipeline.core.folders import DataFolders
+from gdx_pipeline.core.known_keys import known_keys
+from gdx_pipeline.core.landing_moves import forget_changes
+from gdx_pipeline.core.ledger import already_applied, record_ledger_entry
+from gdx_pipeline.core.locks import lock_table_for_writes
+from gdx_pipeline.core.logger import Logger
+from gdx_pipeline.core.reject_files import RejectFileWriter
+from gdx_pipeline.core.reject_log import record_rejects
+from gdx_pipeline.core.rule_failures import reason_kind
+from gdx_pipeline.core.staged_writes import StagedUpsert
+from gdx_pipeline.core.utc import now_utc
+from gdx_pipeline.core.validation import RowValidator
+from gdx_pipeline.core.warehouse import write_transaction
+from gdx_pipeline.dictionary import TableSpec
+
+T = TypeVar("T")
+# Globant rows are about 45 bytes; a smaller guess per row would overstate a file's rows.
+ESTIMATE_BYTES_PER_ROW = 64
+
+
+def estimated_rows(size_bytes: int) -> int:
+    """A cautious row estimate from a file's size (it decides whether a first load goes in bulk)."""
+    return size_bytes // ESTIMATE_BYTES_PER_ROW
+
+
+def apply_file(
+    engine: sa.Engine,
+    folders: DataFolders,
+    path: Path,
+    spec: TableSpec,
+    outcome: FileOutcome,
+    snapshot: FileSnapshot,
+    *,
+    run_id: str | None,
+    log: Logger,
+    block_bytes: int,
+) -> None:
+    """Apply the file's rows to `spec`'s table, filling in `outcome`; raises (and rolls back) on
+    anything that stops the file, including a change to it while it is read."""
+    rejects = RejectFileWriter(folders.rejects, path, outcome.sha256)
+    try:
+        _apply_in_transaction(engine, path, spec, outcome, snapshot, rejects, run_id=run_id, log=log, block_bytes=block_bytes)
+    finally:
+        rejects.discard_partial()
+    if outcome.status == "applied":
+        log.info(
+            f"{path.name}: applied to {spec.name}: {outcome.counts.inserted:,} inserted, {outcome.counts.updated:,} updated, "
+            f"{outcome.counts.unchanged:,} unchanged, {outcome.rows_rejected:,} rejected"
+        )
+
+
+def _apply_in_transaction(
+    engine: sa.Engine,
+    path: Path,
+    spec: TableSpec,
+    outcome: FileOutcome,
+    snapshot: FileSnapshot,
+    rejects: RejectFileWriter,
+    *,
+    run_id: str | None,
+    log: Logger,
+    block_bytes: int,
+) -> None:
+    started_at = now_utc()
+    clock = time.perf_counter()
+    with write_transaction(engine) as conn:
+        lock_table_for_writes(conn, spec)
+        if already_applied(conn, outcome.sha256):
+            outcome.status = "skipped"
+            forget_changes(conn, path.name)
+            log.info(f"{path.name}: already applied (sha256 {outcome.sha256[:12]}…), not applied again")
+            return
+        validator = RowValidator(spec, known_keys(conn, spec))
+        upsert = StagedUpsert(conn, spec, expected_rows=estimated_rows(outcome.size_bytes))
+        blocks = read_record_blocks(path, spec, block_bytes, snapshot=snapshot)
+        checked_blocks = ((block, validator.validate(block)) for block in blocks)
+        for block, checked in read_ahead(checked_blocks):
+            upsert.add(checked.valid)
+            record_rejects(
+                conn, spec, checked.rejected, source=path.name, source_sha256=outcome.sha256, run_id=run_id, request_id=None, at=started_at
+            )
+            rejects.write(checked.rejected)
+            outcome.rows_read += block.rows_read
+            outcome.rows_rejected += len(checked.rejected)
+            outcome.rejects_by_reason.update(reason_kind(r) for rr in checked.rejected for r in rr.reasons)
+            elapsed = max(time.perf_counter() - clock, 1e-9)
+            log.info(
+                f"{path.name}: {outcome.rows_read:,} rows read, {outcome.rows_rejected:,} rejected, "
+                f"{outcome.rows_read / elapsed:,.0f} rows/s"
+            )
+        outcome.counts = upsert.apply()
+        snapshot.raise_if_changed(path)  # reading proved the bytes; this covers the reject file's copies of long lines
+        outcome.reject_file = rejects.publish()
+        forget_changes(conn, path.name)
+        record_ledger_entry(
+            conn,
+            table=spec.name,
+            source=path.name,
+            sha256=outcome.sha256,
+            size_bytes=outcome.size_bytes,
+            rows_read=outcome.rows_read,
+            counts=outcome.counts,
+            rows_rejected=outcome.rows_rejected,
+            run_id=run_id,
+            started_at=started_at,
+        )
+
+
+def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Produce items in a background thread, at most `depth` ahead of the consumer.
+
+    Memory stays bounded by `depth` blocks. An exception in the producer is raised in the consumer.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put((item, None))
+            slots.put((done, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            slots.put((done, error))
+
+    worker = threading.Thread(target=produce, name="gdx-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                slots.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        worker.join()

@@ -1,0 +1,378 @@
+"""Stage-to-target SQL for every writer: the one module that puts rows into the warehouse's tables.
+
+Three jobs, inside the caller's transaction (as dlt's `sql_jobs` has them for every destination):
+
+- `StagedUpsert` (landing files, API batches): insert new ids, update changed rows, leave equal
+  ones alone, and count which was which.
+- `EmptyTableLoad` (a restore's emptied table, a file's first big load): plain inserts, nothing
+  can conflict.
+- `merge` (a restore of a table others reference): stage, delete the rows the source lacks,
+  upsert the rest, so no referenced row is ever missing.
+
+What they share, written once here: timestamps go out as naive UTC wall-clock time (Arrow
+writes those many times faster than zoned ones; PostgreSQL reads them in a session whose time
+zone is UTC, SQLite stores SQLAlchemy's DATETIME text); rows reach PostgreSQL by COPY and SQLite
+by `executemany`; a stage is a temporary table made once per connection and emptied after use;
+one `ON CONFLICT` clause that writes only rows that differ. From `BULK_ROWS` rows on, PostgreSQL
+drops the table's foreign keys and secondary indexes and builds them once after the write: one
+sorted index build and one set-wise key check beat per-row upkeep (pgloader does the same). The
+rows were already checked against the referenced ids, so re-adding cannot fail unless the data
+changed underneath, and then the whole transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, quote_identifier
+from gdx_pipeline.dictionary import TableSpec
+
+# From this many rows on (PostgreSQL), dropping the foreign keys and secondary indexes and
+# rebuilding them after the write beats maintaining them row by row. Every writer uses this one.
+BULK_ROWS = 200_000
+# SQLite: a block this big is staged and upserted with one `INSERT … SELECT`; a smaller one (an
+# API batch, a small file) goes straight into the table with one `executemany` of the upsert.
+SQLITE_STAGING_ROWS = 10_000
+
+Rows = TypeVar("Rows", pa.Table, pa.RecordBatch)
+
+
+@dataclass
+class LoadCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @property
+    def loaded(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def __iadd__(self, other: LoadCounts) -> LoadCounts:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+def is_bulk(conn: sa.Connection, rows: int) -> bool:
+    """Whether a write of `rows` rows rebuilds the table's keys and indexes instead of keeping them up."""
+    return is_postgres(conn) and rows >= BULK_ROWS
+
+
+# --- rows on the wire ---------------------------------------------------------------------------
+
+
+def naive_utc(rows: Rows) -> Rows:
+    """Timestamps as UTC wall-clock time (what the session time zone, UTC, reads back right)."""
+    for i, field in enumerate(rows.schema):
+        if pa.types.is_timestamp(field.type):
+            rows = rows.set_column(i, field.name, rows.column(i).cast(pa.timestamp("us")))
+    return rows
+
+
+def sqlite_parameters(rows: pa.Table | pa.RecordBatch) -> list[tuple]:
+    """Rows as `executemany` parameters. Timestamps as SQLAlchemy's SQLite DATETIME text, naive UTC
+    "YYYY-MM-DD HH:MM:SS.ffffff", which Arrow's cast writes many times faster than strftime."""
+    naive = naive_utc(rows)
+    columns = [column.cast(pa.string()) if pa.types.is_timestamp(column.type) else column for column in naive.columns]
+    return list(zip(*(column.to_pylist() for column in columns)))
+
+
+def insert_rows(conn: sa.Connection, target: str, columns: Sequence[str], parts: Iterable[pa.Table | pa.RecordBatch]) -> None:
+    """Append rows to `target` (a quoted, qualified name): one COPY on PostgreSQL (the session's
+    time zone must be UTC: `Stage.create`, `EmptyTableLoad`), `executemany` on SQLite."""
+    columns_sql = columns_list(conn, columns)
+    if is_postgres(conn):
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT csv)") as copy:
+            for part in parts:
+                buffer = io.BytesIO()
+                pacsv.write_csv(naive_utc(part), buffer, pacsv.WriteOptions(include_header=False))
+                copy.write(buffer.getbuffer())
+        return
+    placeholders = ", ".join("?" for _ in columns)
+    for part in parts:
+        conn.exec_driver_sql(f"INSERT INTO {target} ({columns_sql}) VALUES ({placeholders})", sqlite_parameters(part))
+
+
+# --- SQL text -----------------------------------------------------------------------------------
+
+_UTC_SESSION = "SET LOCAL TIME ZONE 'UTC'"
+
+
+def columns_list(conn: sa.Connection, columns: Sequence[str]) -> str:
+    return ", ".join(quote_identifier(conn, c) for c in columns)
+
+
+def target_name(conn: sa.Connection, table: str) -> str:
+    """The table, quoted; on SQLite qualified by `main`, so a temporary table never shadows it."""
+    quoted = quote_identifier(conn, table)
+    return quoted if is_postgres(conn) else f"main.{quoted}"
+
+
+def differs(conn: sa.Connection, columns: Sequence[str], key: str, left: str, right: str) -> str:
+    """SQL: some non-key column of row `left` is not the same as in row `right` (NULLs compare equal)."""
+    operator = "IS DISTINCT FROM" if is_postgres(conn) else "IS NOT"
+    others = [quote_identifier(conn, c) for c in columns if c != key]
+    return " OR ".join(f"{left}.{c} {operator} {right}.{c}" for c in others)
+
+
+def on_conflict(conn: sa.Connection, columns: Sequence[str], key: str) -> str:
+    """The upsert clause of an `INSERT INTO <target> AS target`: a row whose key exists updates it,
+    only if it differs (so an equal row costs no write and is counted unchanged)."""
+    others = [c for c in columns if c != key]
+    if not others:
+        return f"ON CONFLICT ({quote_identifier(conn, key)}) DO NOTHING"
+    assignments = ", ".join(f"{quote_identifier(conn, c)} = excluded.{quote_identifier(conn, c)}" for c in others)
+    return f"ON CONFLICT ({quote_identifier(conn, key)}) DO UPDATE SET {assignments} WHERE {differs(conn, columns, key, 'target', 'excluded')}"
+
+
+class Stage:
+    """A temporary table shaped like a target table, private to the connection.
+
+    Made once per connection and emptied after use (on PostgreSQL by every commit), so no
+    catalog churn per batch; a rolled-back transaction takes its rows (or its creation) along.
+    """
+
+    def __init__(self, conn: sa.Connection, table: str, columns: Sequence[str]):
+        self.conn = conn
+        self.table = table
+        self.columns = list(columns)
+        self.name = f"gdx_stage_{table}"
+        self.ref = self.name if is_postgres(conn) else f"temp.{self.name}"
+        self.target = target_name(conn, table)
+
+    def create(self) -> None:
+        if is_postgres(self.conn):
+            # One round trip, with the time zone the COPY text is in.
+            self.conn.exec_driver_sql(
+                f"{_UTC_SESSION}; CREATE TEMP TABLE IF NOT EXISTS {self.name} (LIKE {self.target}) ON COMMIT DELETE ROWS"
+            )
+        else:
+            self.conn.exec_driver_sql(
+                f"CREATE TEMP TABLE IF NOT EXISTS {self.name} AS SELECT {columns_list(self.conn, self.columns)} FROM {self.target} WHERE 0"
+            )
+
+    def add(self, parts: Iterable[pa.Table | pa.RecordBatch]) -> None:
+        insert_rows(self.conn, self.ref, self.columns, parts)
+
+    def empty(self) -> None:
+        """SQLite: delete the staged rows (PostgreSQL does at commit)."""
+        if not is_postgres(self.conn):
+            self.conn.exec_driver_sql(f"DELETE FROM {self.ref}")
+
+    def upsert_sql(self, key: str, *, ordered: bool = False) -> str:
+        """INSERT the staged rows into the target, upserting. `ordered`: in key order, so two
+        writers sharing the table's lock never wait for each other's keys in opposite orders."""
+        columns = columns_list(self.conn, self.columns)
+        order = f" ORDER BY {quote_identifier(self.conn, key)}" if ordered else ""
+        return (
+            f"INSERT INTO {self.target} AS target ({columns}) SELECT {columns} FROM {self.ref} WHERE true{order} "
+            f"{on_conflict(self.conn, self.columns, key)}"
+        )
+
+
+# --- keys and indexes around a bulk write -------------------------------------------------------
+
+
+def drop_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
+    """Drop a table's foreign keys and secondary indexes (and its key) before a bulk write.
+
+    Names come from the dictionary-derived DDL. `isolate_from_table=False`: SQLAlchemy's
+    default would detach the constraint from the shared MetaData, and every later CREATE TABLE
+    in this process would silently leave it out.
+    """
+    for constraint in table.foreign_key_constraints:
+        conn.execute(sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False))
+    for index in indexes_on(table, conn.dialect.name):
+        conn.execute(sa.schema.DropIndex(index, if_exists=True))
+    if primary_key:
+        conn.execute(sa.schema.DropConstraint(table.primary_key, isolate_from_table=False))
+
+
+def create_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
+    """Rebuild what `drop_secondary_structures` dropped: one sorted build and one set-wise check each."""
+    if primary_key:
+        conn.execute(sa.schema.AddConstraint(table.primary_key, isolate_from_table=False))
+    for index in indexes_on(table, conn.dialect.name):
+        conn.execute(sa.schema.CreateIndex(index))
+    for constraint in table.foreign_key_constraints:
+        conn.execute(sa.schema.AddConstraint(constraint, isolate_from_table=False))
+
+
+def is_referenced(table: str) -> bool:
+    """Some dictionary table has a foreign key to `table` (its primary key must then stay)."""
+    return any(fk.referred_table.name == table for other in data_tables.values() for fk in other.foreign_key_constraints)
+
+
+def after_write(conn: sa.Connection, table: sa.Table, *, bulk: bool, explicit_ids: bool = False) -> None:
+    """PostgreSQL upkeep after rows were written: a serial id's sequence moved past ids written
+    explicitly (`explicit_ids`), and fresh statistics after a bulk write."""
+    if not is_postgres(conn):
+        return
+    target = quote_identifier(conn, table.name)
+    key = table.primary_key.columns[0]
+    if explicit_ids and key.autoincrement is True:
+        conn.exec_driver_sql(
+            f"SELECT setval(pg_get_serial_sequence('{table.name}', '{key.name}'), "
+            f"coalesce(max({quote_identifier(conn, key.name)}), 0) + 1, false) FROM {target}"
+        )
+    if bulk:
+        conn.exec_driver_sql(f"ANALYZE {target}")
+
+
+# --- the jobs -----------------------------------------------------------------------------------
+
+
+class EmptyTableLoad:
+    """Rows into a table that holds none (just emptied, or never loaded): plain inserts.
+
+    A bulk load on PostgreSQL goes into the bare table: foreign keys, secondary indexes and (if
+    nothing references the table) the primary key are dropped first and built once in `finish`,
+    which must run before the transaction commits.
+    """
+
+    def __init__(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], *, bulk: bool):
+        self.conn = conn
+        self.table = table
+        self.columns = list(columns)
+        self.bulk = bulk
+        self.rows = 0
+        self._primary_key = not is_referenced(table.name)
+        if is_postgres(conn):
+            conn.exec_driver_sql(_UTC_SESSION)
+        if bulk:
+            drop_secondary_structures(conn, table, primary_key=self._primary_key)
+
+    def add(self, parts: Iterable[pa.Table | pa.RecordBatch]) -> None:
+        for part in parts:
+            insert_rows(self.conn, target_name(self.conn, self.table.name), self.columns, [part])
+            self.rows += part.num_rows
+
+    def finish(self, *, explicit_ids: bool = False) -> int:
+        if self.bulk:
+            create_secondary_structures(self.conn, self.table, primary_key=self._primary_key)
+        after_write(self.conn, self.table, bulk=self.bulk, explicit_ids=explicit_ids)
+        return self.rows
+
+
+def merge(conn: sa.Connection, table: sa.Table, columns: Sequence[str], parts: Iterable[pa.Table | pa.RecordBatch], *, rows: int) -> None:
+    """Make `table` hold exactly the rows of `parts` without ever deleting a row they keep (so
+    references to it hold throughout): stage them, delete the rows they lack, upsert the rest.
+    The rows they lack must be unreferenced (the caller checked)."""
+    key = table.primary_key.columns[0].name
+    stage = Stage(conn, table.name, columns)
+    stage.create()
+    stage.add(parts)
+    quoted_key = quote_identifier(conn, key)
+    conn.exec_driver_sql(
+        f"DELETE FROM {stage.target} WHERE NOT EXISTS (SELECT 1 FROM {stage.ref} AS s WHERE s.{quoted_key} = {stage.target}.{quoted_key})"
+    )
+    conn.exec_driver_sql(stage.upsert_sql(key))
+    stage.empty()
+    after_write(conn, table, bulk=is_bulk(conn, rows), explicit_ids=True)
+
+
+class StagedUpsert:
+    """Upserts the valid rows of one file or API batch, counting inserted, updated and unchanged
+    rows. One per table per transaction; `add` typed rows (dictionary columns), then `apply`.
+
+    PostgreSQL: COPY into the stage, then one `INSERT … SELECT … ON CONFLICT` (keys dropped
+    around it for a bulk one); a big first load into an empty, unreferenced table skips the
+    stage (`EmptyTableLoad`): nothing can conflict, since the validator already dropped later
+    duplicates within the file. SQLite: block by block, a small one straight into the table with
+    one `executemany` of the upsert, a big one through the stage.
+    """
+
+    def __init__(self, conn: sa.Connection, spec: TableSpec, *, expected_rows: int = 0):
+        self.conn = conn
+        self.spec = spec
+        self.staged = 0
+        self.postgres = is_postgres(conn)
+        self.stage = Stage(conn, spec.name, spec.columns)
+        self._sqlite_counts = LoadCounts()
+        self.direct: EmptyTableLoad | None = None
+        if is_bulk(conn, expected_rows) and not is_referenced(spec.name) and self._target_is_empty():
+            self.direct = EmptyTableLoad(conn, data_tables[spec.name], spec.columns, bulk=True)
+        elif self.postgres:
+            self.stage.create()
+
+    def _target_is_empty(self) -> bool:
+        return self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {self.stage.target})").scalar_one()
+
+    def add(self, rows: pa.Table) -> None:
+        """Stage typed rows (dictionary columns, in order)."""
+        if rows.num_rows == 0:
+            return
+        table = rows.select(self.spec.columns)
+        if self.direct is not None:
+            self.direct.add([table])
+        elif self.postgres:
+            self.stage.add([table])
+        elif table.num_rows >= SQLITE_STAGING_ROWS:
+            self._sqlite_counts += self._upsert_sqlite_staged(table)
+        else:
+            self._sqlite_counts += self._upsert_sqlite_rows(table)
+        self.staged += rows.num_rows
+
+    def apply(self) -> LoadCounts:
+        if self.direct is not None:
+            return LoadCounts(inserted=self.direct.finish())
+        if self.staged == 0:
+            return LoadCounts()
+        if self.postgres:
+            return self._apply_postgres()
+        return self._sqlite_counts
+
+    def _apply_postgres(self) -> LoadCounts:
+        table = data_tables[self.spec.name]
+        bulk = is_bulk(self.conn, self.staged)
+        if bulk:
+            drop_secondary_structures(self.conn, table)
+        # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
+        # loads hold it alone.
+        inserted, updated = self.conn.exec_driver_sql(
+            f"WITH upserted AS ({self.stage.upsert_sql(self.spec.primary_key, ordered=not bulk)} RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
+        ).one()
+        if bulk:
+            create_secondary_structures(self.conn, table)
+        after_write(self.conn, table, bulk=bulk)
+        return LoadCounts(inserted=inserted, updated=updated, unchanged=self.staged - inserted - updated)
+
+    def _upsert_sqlite_rows(self, table: pa.Table) -> LoadCounts:
+        """Count what existed before from the block's ids, what changed from rowcount (SQLite
+        counts a row whose DO UPDATE condition was false as no change)."""
+        target, key = self.stage.target, quote_identifier(self.conn, self.spec.primary_key)
+        ids = json.dumps(table.column(self.spec.primary_key).to_pylist())
+        existing = self.conn.exec_driver_sql(f"SELECT count(*) FROM {target} WHERE {key} IN (SELECT value FROM json_each(?))", (ids,)).scalar_one()
+        columns = self.spec.columns
+        changed = self.conn.exec_driver_sql(
+            f"INSERT INTO {target} AS target ({columns_list(self.conn, columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+            f"{on_conflict(self.conn, columns, self.spec.primary_key)}",
+            sqlite_parameters(table),
+        ).rowcount
+        inserted = table.num_rows - existing
+        return LoadCounts(inserted=inserted, updated=changed - inserted, unchanged=existing - (changed - inserted))
+
+    def _upsert_sqlite_staged(self, table: pa.Table) -> LoadCounts:
+        """Stage the block, count its existing and differing rows with one join, upsert it (one
+        `INSERT … SELECT` beats a per-row upsert from `SQLITE_STAGING_ROWS` rows up)."""
+        stage, key = self.stage, quote_identifier(self.conn, self.spec.primary_key)
+        stage.create()
+        stage.add([table])
+        existing, changed = self.conn.exec_driver_sql(
+            f"SELECT count(*), coalesce(sum(CASE WHEN {differs(self.conn, self.spec.columns, self.spec.primary_key, 'target', 'stage')} THEN 1 ELSE 0 END), 0) "
+            f"FROM {stage.ref} AS stage JOIN {stage.target} AS target ON target.{key} = stage.{key}"
+        ).one()
+        self.conn.exec_driver_sql(stage.upsert_sql(self.spec.primary_key))
+        stage.empty()
+        return LoadCounts(inserted=table.num_rows - existing, updated=changed, unchanged=existing - changed)
