@@ -69,3 +69,17 @@ def test_an_unreadable_file_fails_the_run_after_everything_else_loaded(sqlite_ur
     assert sorted(p.name for p in folders.quarantine.iterdir()) == [
         "jobs_broken.csv", "jobs_broken.csv.reason.txt", "payroll.csv", "payroll.csv.reason.txt"
     ]
+
+
+def test_the_reject_preview_quotes_an_excerpt_of_a_long_line(database_url, engine, folders):
+    """The reject log keeps thousands of characters of a long line; the run's preview in
+    Dagster's metadata shows an excerpt of each with its length, never the stored text whole."""
+    name = "x" * 5_000
+    (folders.landing / "departments.csv").write_text(f"1,Sales\n2,{name}\n", encoding="utf-8")
+    with dg.instance_for_test() as instance:
+        result = run_migrate_job(database_url, folders, instance)
+        assert materialization(result, "rejected_rows")["rejected_this_run"] == 1
+        preview = materialization(result, "rejected_rows")["preview_this_run"]
+        assert name not in preview
+        assert f"2,{'x' * 78}… (5,002 characters)" in preview
+        assert len(preview) < 2_000

@@ -19,7 +19,7 @@ from gdx_pipeline.core.warehouse import data_tables, quarantined_files as quaran
 from gdx_pipeline.defs.catalog import DATA_ENGINEERING, INGEST_LOGIC, PERSONAL_DATA_TABLES, asset_tags, source_version
 from gdx_pipeline.defs.provenance import provenance_metadata
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
-from gdx_pipeline.dictionary import TABLES, TableSpec
+from gdx_pipeline.dictionary import TABLES, TableSpec, excerpt
 
 INGEST_GROUP = "ingest"
 PREVIEW_ROWS = 10
@@ -196,6 +196,8 @@ def rejected_rows(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             ).mappings().all()
         )
         run_count = conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.run_id == context.run_id)).scalar_one()
+    if not this_run.empty:  # a stored raw line may hold thousands of characters; the preview shows an excerpt
+        this_run["raw_line"] = this_run["raw_line"].map(lambda raw: excerpt(raw, quoted=False))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": total,
