@@ -82,7 +82,8 @@ with SnapshotReader(create_warehouse_engine(sys.argv[1])) as snapshot, ipc.new_f
         open(sys.argv[3], "wb") as csv:
     for batch in snapshot.chunks(table):
         sink.write_batch(batch)
-        naive = pa.RecordBatch.from_arrays([c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in batch.columns], names=batch.schema.names)
+        columns = [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in batch.columns]
+        naive = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
         pacsv.write_csv(naive, csv, pacsv.WriteOptions(include_header=False))
 """
 
@@ -131,18 +132,21 @@ with open(sys.argv[1], "rb") as handle:
 report(time.perf_counter() - started)
 """
 
-BARE_COPY = REPORT + """
+BARE_COPY = (
+    REPORT
+    + """
 import psycopg
 with psycopg.connect(sys.argv[1], autocommit=True) as conn:
     conn.execute(f"TRUNCATE {sys.argv[3]}")
     conn.execute("SET TIME ZONE 'UTC'")
     started = time.perf_counter()
-    with conn.cursor() as cursor, cursor.copy(f"COPY {sys.argv[3]} (id, name, datetime, department_id, job_id) FROM STDIN (FORMAT csv)") as copy, \\
-            open(sys.argv[2], "rb") as handle:
+    statement = f"COPY {sys.argv[3]} (id, name, datetime, department_id, job_id) FROM STDIN (FORMAT csv)"
+    with conn.cursor() as cursor, cursor.copy(statement) as copy, open(sys.argv[2], "rb") as handle:
         while block := handle.read(1024 * 1024):
             copy.write(block)
     report(time.perf_counter() - started)
 """
+)
 
 
 def run_child(code: str, *args: str) -> dict[str, float]:
@@ -227,10 +231,12 @@ def main() -> None:
             if name.startswith("_"):
                 continue
             rss = (measured["rss"] + (measured["helper_rss"] if name == "backup" else 0)) / 2**20
-            lines.append(f"| {rows:,} | {name} | {measured['seconds']:.2f} | {rows / measured['seconds']:,.0f} | {rss:,.0f} | {ratios.get(name, '')} |")
+            seconds = measured["seconds"]
+            lines.append(f"| {rows:,} | {name} | {seconds:.2f} | {rows / seconds:,.0f} | {rss:,.0f} | {ratios.get(name, '')} |")
         lines.append(f"| {rows:,} | _bare read + bare COPY with keys_ | {bare_restore:.2f} | {rows / bare_restore:,.0f} | | |")
         print("\n".join(lines), flush=True)
-    note = f"\nAvro file of the largest run: {best['_files']['avro_bytes'] / 2**20:,.1f} MiB (deflate); the same rows as CSV: {best['_files']['csv_bytes'] / 2**20:,.1f} MiB.\n"
+    avro_mib, csv_mib = (best["_files"][kind] / 2**20 for kind in ("avro_bytes", "csv_bytes"))
+    note = f"\nAvro file of the largest run: {avro_mib:,.1f} MiB (deflate); the same rows as CSV: {csv_mib:,.1f} MiB.\n"
     append_run("backup_restore", "rows " + ", ".join(f"{rows:,}" for rows in args.rows), "\n".join(lines) + "\n" + note,
                postgres=postgres_version(args.server_url))
     print(note)

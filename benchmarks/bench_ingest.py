@@ -149,9 +149,13 @@ def main() -> None:
         results = bench_size(normalize_database_url(args.server_url), rows, rows > args.skip_to_sql_above)
         copy_seconds = next(s for name, s, _ in results if name.startswith("psql"))
         for name, seconds, rss in results:
-            lines.append(f"| {rows:,} | {name} | {seconds:.1f} | {rows / seconds:,.0f} | {rss / 2**20:,.0f} | {seconds / copy_seconds:.2f} |")
+            lines.append(
+                f"| {rows:,} | {name} | {seconds:.1f} | {rows / seconds:,.0f} | {rss / 2**20:,.0f} | {seconds / copy_seconds:.2f} |"
+            )
         print("\n".join(lines), flush=True)
-    append_run("ingest", "rows " + ", ".join(f"{rows:,}" for rows in args.rows), "\n".join(lines), postgres=postgres_version(args.server_url))
+    append_run(
+        "ingest", "rows " + ", ".join(f"{rows:,}" for rows in args.rows), "\n".join(lines), postgres=postgres_version(args.server_url)
+    )
 
 
 if __name__ == "__main__":

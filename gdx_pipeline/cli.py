@@ -30,8 +30,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from gdx_pipeline.core import metrics
-from gdx_pipeline.core import reset as reset_core
+from gdx_pipeline.core import metrics, reset as reset_core
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.sample_loads import drop_name, sample_loads
@@ -110,7 +109,8 @@ def print_summary(engine: sa.Engine, folders: DataFolders, sample_folder: Path =
     if loads.mixed:
         print(
             f"WARNING: this warehouse mixes the shipped sample ({', '.join(loads.sample_files)} from data/sample/) with "
-            f"{loads.other_loads:,} other load(s): its rows and metrics are not your data's. Empty it with `gdx reset`, then drop your files again."
+            f"{loads.other_loads:,} other load(s): its rows and metrics are not your data's. "
+            "Empty it with `gdx reset`, then drop your files again."
         )
     elif loads.sample_files:
         print("These rows are the shipped SAMPLE (data/sample/), not real data. Before loading real files: gdx reset --yes")
@@ -144,7 +144,10 @@ def reset_command(settings: Settings, yes: bool, include_backups: bool) -> int:
     with settings.instance() as instance:
         if instance is not None and (busy := runs_in_flight(instance)):
             jobs = ", ".join(sorted({run.job_name for run in busy}))
-            return fail("reset", f"{len(busy)} Dagster run(s) in progress ({jobs}) in {settings.dagster_home}: let them finish or cancel them, then reset")
+            return fail(
+                "reset",
+                f"{len(busy)} Dagster run(s) in progress ({jobs}) in {settings.dagster_home}: let them finish or cancel them, then reset",
+            )
         engine = settings.engine()
         if not yes:
             before = reset_core.contents(engine, settings.folders, include_backups)
@@ -162,7 +165,11 @@ def reset_command(settings: Settings, yes: bool, include_backups: bool) -> int:
     )
     if years:
         print(f"Removed the hiring_year partitions {', '.join(years)} from the Dagster instance at {settings.dagster_home}.")
-    kept = [] if include_backups else [f"backups/ ({reset_core.count_files(settings.folders.backups):,} files; --include-backups removes them)"]
+    kept = (
+        []
+        if include_backups
+        else [f"backups/ ({reset_core.count_files(settings.folders.backups):,} files; --include-backups removes them)"]
+    )
     if instance is not None:
         kept.append(f"Dagster's run and materialization history in {settings.dagster_home}")
     if kept:
@@ -208,7 +215,9 @@ def metrics_command(settings: Settings, year_text: str | None) -> int:
     engine = settings.engine()
     if str(year) not in years:
         if not metrics.hires_in_year(engine, year):
-            return fail("metrics", f"hired_employees has no hires in {year}, so there is no hiring_year partition {year} ({years_phrase(years)})", 2)
+            return fail(
+                "metrics", f"hired_employees has no hires in {year}, so there is no hiring_year partition {year} ({years_phrase(years)})", 2
+            )
         print(f"{year} has hires but no hiring_year partition yet: materializing hiring_years ...")
         if not launch(settings, "--assets", "hiring_years"):
             return fail("metrics", "hiring_years failed (its log is above)")
@@ -217,7 +226,10 @@ def metrics_command(settings: Settings, year_text: str | None) -> int:
     totals = metrics.stored_quarter_totals(engine, year)
     above = metrics.stored_departments_above_mean(engine, year)
     print(f"{year}: hires per quarter {', '.join(f'{q} {n:,}' for q, n in totals.items())}; {len(above)} department(s) above the mean")
-    print(f"reports: {settings.folders.reports} (quarterly_hires_{year}.csv, departments_above_mean_hires_{year}.csv, hiring_dashboard_{year}.html)")
+    print(
+        f"reports: {settings.folders.reports} "
+        f"(quarterly_hires_{year}.csv, departments_above_mean_hires_{year}.csv, hiring_dashboard_{year}.html)"
+    )
     return 0
 
 
@@ -230,7 +242,11 @@ def drop_sample_command(settings: Settings, sample_folder: Path) -> int:
         return fail("drop-sample", f"no sample files in {sample_folder}")
     loads = sample_loads(settings.engine(), settings.folders, sample_folder)
     if loads.other_loads or loads.other_waiting:
-        what = f"{loads.other_loads:,} load(s) that are not the shipped sample" if loads.other_loads else f"files waiting in landing ({', '.join(loads.other_waiting)})"
+        what = (
+            f"{loads.other_loads:,} load(s) that are not the shipped sample"
+            if loads.other_loads
+            else f"files waiting in landing ({', '.join(loads.other_waiting)})"
+        )
         return fail(
             "drop-sample",
             f"{settings.warehouse_name()} already has {what}; the sample would mix with them. "
@@ -239,7 +255,9 @@ def drop_sample_command(settings: Settings, sample_folder: Path) -> int:
     for path in files:
         shutil.copy(path, settings.folders.landing / drop_name(path))
     sizes = ", ".join(f"{drop_name(path)} ({sum(1 for _ in path.open(encoding='utf-8')):,} lines)" for path in files)
-    print(f"Copied the shipped SAMPLE into {settings.folders.landing}: {sizes}. Generated data with deliberately broken rows, not real data.")
+    print(
+        f"Copied the shipped SAMPLE into {settings.folders.landing}: {sizes}. Generated data with deliberately broken rows, not real data."
+    )
     return 0
 
 

@@ -25,7 +25,9 @@ API = "gdx-api"
 WORKSPACE_CLIENTS = (WEBSERVER, DAEMON)
 
 _LOOPBACK_URL_PORT = re.compile(r"127\.0\.0\.1:(\d+)/")
-COMPOSE_VARIABLE = re.compile(r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+COMPOSE_VARIABLE = re.compile(
+    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+)
 
 
 def read_env_file(path: Path = ENV_EXAMPLE) -> dict[str, str]:

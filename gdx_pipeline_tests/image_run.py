@@ -65,7 +65,12 @@ def published_port_variables() -> set[str]:
     with host networking they become the ports the containers listen on."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     mappings = [str(mapping) for spec in raw["services"].values() for mapping in spec.get("ports", [])]
-    return {match.group("braced") or match.group("bare") for mapping in mappings for match in COMPOSE_VARIABLE.finditer(mapping) if match.group(0) != "$$"}
+    return {
+        match.group("braced") or match.group("bare")
+        for mapping in mappings
+        for match in COMPOSE_VARIABLE.finditer(mapping)
+        if match.group(0) != "$$"
+    }
 
 
 def free_port() -> int:

@@ -71,7 +71,10 @@ def test_a_batch_of_1000_lines_is_accepted_and_1001_refused_as_csv(client) -> No
 
 def test_no_rows_is_422(client) -> None:  # noqa: ANN001
     assert "at least 1" in assert_json_error(client.post("/tables/jobs/rows", json={"rows": []}), 422)["message"]
-    assert "no rows" in assert_json_error(client.post("/tables/jobs/rows", content="\n  \n", headers={"Content-Type": "text/csv"}), 422)["message"]
+    assert (
+        "no rows"
+        in assert_json_error(client.post("/tables/jobs/rows", content="\n  \n", headers={"Content-Type": "text/csv"}), 422)["message"]
+    )
     assert count_rows(client, "jobs") == 0
 
 

@@ -69,7 +69,9 @@ def reasons_by_index(response) -> dict[int, list[str]]:  # noqa: ANN001
     ],
 )
 def test_a_value_of_the_wrong_json_type_rejects_its_row_and_names_the_type(client, row: dict, reason: str) -> None:  # noqa: ANN001
-    response = client.post("/tables/departments/rows", json={"rows": [row, {"id": 2, "department": "Support"}]}, headers={"X-Request-ID": "types"})
+    response = client.post(
+        "/tables/departments/rows", json={"rows": [row, {"id": 2, "department": "Support"}]}, headers={"X-Request-ID": "types"}
+    )
     assert reasons_by_index(response) == {0: [reason]}
     assert response.json()["inserted"] == 1
     assert [r["department"] for r in client.get("/tables/departments/rows").json()["rows"]] == ["Support"]
@@ -103,17 +105,30 @@ def test_a_datetime_must_be_a_string_in_the_published_pattern(client) -> None:  
 
 def random_value(rng: random.Random, kind: str) -> object:
     """A JSON value for a column of `kind`: right and wrong types, edge values, odd text."""
-    text = "".join(rng.choice("ab Z9-'\t\n\u0085\u00a0\u200b\u200c\u200d\u2028\u202e\ufeff\ue000漢🙂") for _ in range(rng.choice([0, 1, 3, 12])))
+    text = "".join(
+        rng.choice("ab Z9-'\t\n\u0085\u00a0\u200b\u200c\u200d\u2028\u202e\ufeff\ue000漢🙂") for _ in range(rng.choice([0, 1, 3, 12]))
+    )
     wrong = [None, True, False, 0, -1, 1.5, 2.0, 1e3, "7", " 7 ", text, [], [1], {"a": 1}, 10**20, -(10**20)]
     right = {
         "integer": [rng.randint(1, 50), ID_MAX, ID_MAX + 1, rng.randint(1, 50)],
         "text": [text, text.strip() or "x", "Name " + text, "\u200d", " Sales ", "x" * 255, "x" * 256],
-        "timestamp": ["2021-07-27T16:02:08Z", "2021-07-27 16:02:08.5+01:00", "1899-12-31T23:59:59Z", "2021-02-30T00:00:00Z", "2021-07-27T16:02Z", "yesterday"],
+        "timestamp": [
+            "2021-07-27T16:02:08Z",
+            "2021-07-27 16:02:08.5+01:00",
+            "1899-12-31T23:59:59Z",
+            "2021-02-30T00:00:00Z",
+            "2021-07-27T16:02Z",
+            "yesterday",
+        ],
     }[kind]
     return rng.choice(right * 3 + wrong)
 
 
-VALID = {"integer": lambda rng: rng.randint(1, 30), "text": lambda rng: f"Name {rng.randint(1, 99)}", "timestamp": lambda rng: "2021-07-27T16:02:08Z"}
+VALID = {
+    "integer": lambda rng: rng.randint(1, 30),
+    "text": lambda rng: f"Name {rng.randint(1, 99)}",
+    "timestamp": lambda rng: "2021-07-27T16:02:08Z",
+}
 
 
 def random_rows(rng: random.Random, table: str, count: int) -> list[dict]:
@@ -136,8 +151,18 @@ def random_rows(rng: random.Random, table: str, count: int) -> list[dict]:
 def test_random_rows_are_judged_as_the_published_row_schema_says(engine: sa.Engine, table: str) -> None:
     """Every row the published schema refuses is rejected; a row it admits lands, unless it
     breaks a rule no schema can state; and what lands is what was sent, trimmed."""
-    apply_batch(engine, table_spec("departments"), block_from_mappings(table_spec("departments"), [{"id": i, "department": f"D{i}"} for i in range(1, 31)]), request_id="seed")
-    apply_batch(engine, table_spec("jobs"), block_from_mappings(table_spec("jobs"), [{"id": i, "job": f"J{i}"} for i in range(1, 31)]), request_id="seed")
+    apply_batch(
+        engine,
+        table_spec("departments"),
+        block_from_mappings(table_spec("departments"), [{"id": i, "department": f"D{i}"} for i in range(1, 31)]),
+        request_id="seed",
+    )
+    apply_batch(
+        engine,
+        table_spec("jobs"),
+        block_from_mappings(table_spec("jobs"), [{"id": i, "job": f"J{i}"} for i in range(1, 31)]),
+        request_id="seed",
+    )
     spec = table_spec(table)
     rng = random.Random(f"{table}-20261209")
     judged = {"refused": 0, "admitted": 0}
@@ -223,7 +248,11 @@ def test_an_id_of_19_or_more_digits_is_quoted_as_sent(client) -> None:  # noqa: 
 def test_a_reason_quotes_an_excerpt_of_a_huge_value_never_all_of_it(client, folders) -> None:  # noqa: ANN001
     huge = "x" * 300_000  # three of them stay under the API's 2 MiB body cap
     excerpt = f"{'x' * 80!r}… (300,000 characters)"
-    by_json = reasons_by_index(client.post("/tables/departments/rows", json={"rows": [{"id": 1, "department": huge}, {"id": 2, "department": [huge]}, {"id": 3, huge: 1}]}))
+    by_json = reasons_by_index(
+        client.post(
+            "/tables/departments/rows", json={"rows": [{"id": 1, "department": huge}, {"id": 2, "department": [huge]}, {"id": 3, huge: 1}]}
+        )
+    )
     assert by_json[0] == [f"department: must be 1 to 255 characters long (got {excerpt})"]
     assert by_json[1] == [f"""department: expected a string (got array ["{'x' * 78}… (300,004 characters))"""]
     assert by_json[2] == [f"row: unknown field(s) {excerpt}; expected id, department"]
@@ -233,8 +262,16 @@ def test_a_reason_quotes_an_excerpt_of_a_huge_value_never_all_of_it(client, fold
     engine = app_engine(client)
     ingest_landing(engine, folders)
     with engine.connect() as conn:
-        by_file = [r for (r,) in conn.execute(sa.select(rejected_rows.c.reasons).where(rejected_rows.c.source == "departments.csv").order_by(rejected_rows.c.line_number))]
-    assert by_file == [[f"department: must be 1 to 255 characters long (got {excerpt})"], [f"id: must be <= {ID_MAX} (got {'7' * 80}… (1,000,000 characters))"]]
+        by_file = [
+            r
+            for (r,) in conn.execute(
+                sa.select(rejected_rows.c.reasons).where(rejected_rows.c.source == "departments.csv").order_by(rejected_rows.c.line_number)
+            )
+        ]
+    assert by_file == [
+        [f"department: must be 1 to 255 characters long (got {excerpt})"],
+        [f"id: must be <= {ID_MAX} (got {'7' * 80}… (1,000,000 characters))"],
+    ]
     with engine.connect() as conn:
         longest = conn.execute(sa.select(sa.func.max(sa.func.length(sa.cast(rejected_rows.c.reasons, sa.Text))))).scalar_one()
     assert longest < 400
@@ -242,7 +279,9 @@ def test_a_reason_quotes_an_excerpt_of_a_huge_value_never_all_of_it(client, fold
 
 def test_a_repeated_id_in_a_request_says_request(client) -> None:  # noqa: ANN001
     reason = "id: duplicate of an earlier row in this request (got 1)"
-    assert reasons_by_index(client.post("/tables/jobs/rows", json={"rows": [{"id": 1, "job": "A"}, {"id": 1, "job": "B"}]})) == {1: [reason]}
+    assert reasons_by_index(client.post("/tables/jobs/rows", json={"rows": [{"id": 1, "job": "A"}, {"id": 1, "job": "B"}]})) == {
+        1: [reason]
+    }
     assert reasons_by_index(client.post("/tables/jobs/rows", content=b"1,A\n1,B\n", headers=CSV)) == {1: [reason]}
 
 

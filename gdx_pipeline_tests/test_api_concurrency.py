@@ -71,10 +71,14 @@ def test_concurrent_batches_from_8_clients_account_for_every_row(api_settings: A
         with engine.connect() as conn:
             stored = set(conn.execute(sa.text("SELECT id FROM hired_employees")).scalars())
             logged = conn.execute(
-                sa.select(rejected_rows.c.request_id, sa.func.count()).where(rejected_rows.c.table_name == "hired_employees").group_by(rejected_rows.c.request_id)
+                sa.select(rejected_rows.c.request_id, sa.func.count())
+                .where(rejected_rows.c.table_name == "hired_employees")
+                .group_by(rejected_rows.c.request_id)
             ).all()
             ledger = conn.execute(
-                sa.select(sa.func.count(), sa.func.sum(ingestion_ledger.c.rows_read)).where(ingestion_ledger.c.table_name == "hired_employees")
+                sa.select(sa.func.count(), sa.func.sum(ingestion_ledger.c.rows_read)).where(
+                    ingestion_ledger.c.table_name == "hired_employees"
+                )
             ).one()
         assert stored == valid_ids
         assert dict(logged) == {r["request_id"]: len(r["rejected"]) for r in results}

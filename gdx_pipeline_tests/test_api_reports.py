@@ -47,7 +47,9 @@ def test_quarterly_hires_as_json_and_csv_match_the_core_metric(loaded_client) ->
     as_csv = loaded_client.get("/metrics/quarterly-hires", params={"year": YEAR}, headers={"Accept": "text/csv"})
     assert as_csv.headers["content-type"].startswith("text/csv")
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(as_csv.text)), expected.reset_index(drop=True), check_dtype=False)
-    preferring_json = loaded_client.get("/metrics/quarterly-hires", params={"year": YEAR}, headers={"Accept": "text/csv;q=0.5, application/json"})
+    preferring_json = loaded_client.get(
+        "/metrics/quarterly-hires", params={"year": YEAR}, headers={"Accept": "text/csv;q=0.5, application/json"}
+    )
     assert preferring_json.headers["content-type"].startswith("application/json")
 
 
@@ -139,7 +141,12 @@ def test_restore_only_accepts_listed_backups(client, dagster_instance: dg.Dagste
         assert "GET /tables/jobs/backups" in body["message"]
     assert_json_error(client.post("/tables/jobs/restore", json={"backup": 7}), 422)
     assert_json_error(client.post("/tables/jobs/restore", content=b"{", headers={"Content-Type": "application/json"}), 422)
-    assert "malformed" in assert_json_error(client.post("/tables/jobs/restore", content=b'{"backup": "\xff"}', headers={"Content-Type": "application/json"}), 422)["message"]
+    assert (
+        "malformed"
+        in assert_json_error(
+            client.post("/tables/jobs/restore", content=b'{"backup": "\xff"}', headers={"Content-Type": "application/json"}), 422
+        )["message"]
+    )
     assert_json_error(client.post("/tables/employees/backups"), 404)
     assert_json_error(client.get("/tables/employees/backups"), 404)
     assert_json_error(client.post("/tables/employees/restore", json={}), 404)

@@ -81,7 +81,9 @@ def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env.pop("WEB_CONCURRENCY", None)
     # No --workers: on SQLite gdx-api's default, two worker processes on this 2-core machine.
-    server = subprocess.Popen([sys.executable, "-m", "gdx_pipeline.api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gdx_pipeline.api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         health = None
         for _ in range(300):  # bounded: up to ~60 s for a cold start on a busy machine

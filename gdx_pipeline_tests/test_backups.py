@@ -54,7 +54,9 @@ def loaded(engine, globant_landing):
     """The real data loaded (12 departments, 183 jobs, 1,929 employees, 70 rejects), plus three
     unicode employees with microsecond hire times."""
     ingest_landing(engine, globant_landing, run_id="load")
-    outcome = apply_batch(engine, TABLES["hired_employees"], block_from_mappings(TABLES["hired_employees"], UNICODE_EMPLOYEES), request_id="unicode")
+    outcome = apply_batch(
+        engine, TABLES["hired_employees"], block_from_mappings(TABLES["hired_employees"], UNICODE_EMPLOYEES), request_id="unicode"
+    )
     assert not outcome.rejected
     return engine, globant_landing
 
@@ -83,7 +85,9 @@ def ledger_balances(engine: sa.Engine) -> dict[str, tuple[int, int]]:
     with engine.connect() as conn:
         for table in TABLES:
             inserted, deleted = conn.execute(
-                sa.text("SELECT coalesce(sum(rows_inserted), 0), coalesce(sum(rows_deleted), 0) FROM ingestion_ledger WHERE table_name = :t"),
+                sa.text(
+                    "SELECT coalesce(sum(rows_inserted), 0), coalesce(sum(rows_deleted), 0) FROM ingestion_ledger WHERE table_name = :t"
+                ),
                 {"t": table},
             ).one()
             rows = conn.execute(sa.select(sa.func.count()).select_from(data_tables[table])).scalar_one()
@@ -317,7 +321,8 @@ class StallAfterFirstChunk:
 
 if sys.argv[3] == "helper":
     take.HELPER_PROCESS_ROWS = 0
-backups.backup_tables(create_warehouse_engine(sys.argv[1]), DataFolders(Path(sys.argv[2])), ["hired_employees"], chunk_rows=500, log=StallAfterFirstChunk())
+engine, folders = create_warehouse_engine(sys.argv[1]), DataFolders(Path(sys.argv[2]))
+backups.backup_tables(engine, folders, ["hired_employees"], chunk_rows=500, log=StallAfterFirstChunk())
 """
 
 
@@ -332,7 +337,9 @@ def _wait_for(condition, seconds: float = 30.0):
 def test_backup_killed_half_way_leaves_nothing_to_restore(loaded, database_url, writer):
     engine, folders = loaded
     folder = folders.backups / "hired_employees"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_BACKUP, database_url, str(folders.root), writer], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BACKUP, database_url, str(folders.root), writer], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         line = child.stdout.readline()
         assert line.startswith("CHUNK hired_employees: 500 of"), line

@@ -11,7 +11,7 @@ from gdx_pipeline.core.backups import BACKUP_TABLES, backup_tables, list_backups
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables
-from gdx_pipeline.defs.backups.assets import backup_assets, backup_asset_key
+from gdx_pipeline.defs.backups.assets import backup_asset_key, backup_assets
 from gdx_pipeline.defs.backups.checks import backup_checks, latest_backup_result
 from gdx_pipeline.defs.backups.jobs import backup_job, restore_snapshot_job, restore_snapshot_op, restore_table_job, restore_table_op
 from gdx_pipeline.defs.backups.resources import BackupSettingsError, BackupSettingsResource, backup_settings_from_environment
@@ -75,10 +75,14 @@ def test_backup_and_restore_jobs(database_url, engine, globant_landing):
         with engine.begin() as conn:
             conn.execute(employees.delete().where(employees.c.id > 100))
 
-        restored = run(defs, "restore_table_job", instance, {"ops": {"restore_table": {"config": {"table": "hired_employees", "backup": "latest"}}}})
+        restored = run(
+            defs, "restore_table_job", instance, {"ops": {"restore_table": {"config": {"table": "hired_employees", "backup": "latest"}}}}
+        )
         assert restored.success
         assert all_tables(engine) == loaded
-        (materialization,) = [e.event_specific_data.materialization for e in restored.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+        (materialization,) = [
+            e.event_specific_data.materialization for e in restored.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+        ]
         assert materialization.asset_key == dg.AssetKey("hired_employees")
         assert materialization.metadata["restored_from"].value == list_backups(globant_landing, "hired_employees")[0].name
         assert materialization.metadata["rows"].value == len(loaded["hired_employees"])
@@ -92,7 +96,9 @@ def test_backup_and_restore_jobs(database_url, engine, globant_landing):
 
         snapshot = run(defs, "restore_snapshot_job", instance, {"ops": {"restore_snapshot": {"config": {"snapshot": "latest"}}}})
         assert snapshot.success
-        restored_keys = {e.event_specific_data.materialization.asset_key for e in snapshot.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+        restored_keys = {
+            e.event_specific_data.materialization.asset_key for e in snapshot.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+        }
         assert restored_keys == {dg.AssetKey(t) for t in BACKUP_TABLES}
 
         assert run(defs, "backup_job", instance).success
@@ -108,7 +114,12 @@ def test_refused_restore_fails_the_run_with_the_reason(sqlite_url, globant_landi
     defs = pipeline(sqlite_url, globant_landing)
     with dg.instance_for_test() as instance:
         before = all_tables(engine)
-        result = run(defs, "restore_table_job", instance, {"ops": {"restore_table": {"config": {"table": "hired_employees", "backup": "../../etc/passwd"}}}})
+        result = run(
+            defs,
+            "restore_table_job",
+            instance,
+            {"ops": {"restore_table": {"config": {"table": "hired_employees", "backup": "../../etc/passwd"}}}},
+        )
         assert not result.success
         assert "not a plain backup file name" in failure_message(result)
 

@@ -34,8 +34,18 @@ EMPLOYEES = table_spec("hired_employees")
 
 
 def seed(engine: sa.Engine, departments: int = 3, jobs: int = 3) -> None:
-    apply_batch(engine, table_spec("departments"), block_from_mappings(table_spec("departments"), [{"id": i, "department": f"D{i}"} for i in range(1, departments + 1)]), request_id="seed")
-    apply_batch(engine, table_spec("jobs"), block_from_mappings(table_spec("jobs"), [{"id": i, "job": f"J{i}"} for i in range(1, jobs + 1)]), request_id="seed")
+    apply_batch(
+        engine,
+        table_spec("departments"),
+        block_from_mappings(table_spec("departments"), [{"id": i, "department": f"D{i}"} for i in range(1, departments + 1)]),
+        request_id="seed",
+    )
+    apply_batch(
+        engine,
+        table_spec("jobs"),
+        block_from_mappings(table_spec("jobs"), [{"id": i, "job": f"J{i}"} for i in range(1, jobs + 1)]),
+        request_id="seed",
+    )
 
 
 def employee(id_: int, name: str = "", department_id: int = 1) -> dict:
@@ -69,7 +79,11 @@ def test_json_values_become_the_text_a_csv_field_would_hold_or_are_refused_for_t
     assert block.fields.column("id").to_pylist() == ["1", "", "", "", "", str(2**70), "1000"]
     assert block.fields.column("department").to_pylist() == ["Sales", "", "No id", "", "", "", ""]
     assert block.refused == {
-        "id": {1: "expected an integer (got string '2')", 3: "expected an integer (got boolean true)", 4: "expected an integer (got number 2.5)"},
+        "id": {
+            1: "expected an integer (got string '2')",
+            3: "expected an integer (got boolean true)",
+            4: "expected an integer (got number 2.5)",
+        },
         "department": {
             3: "expected a string (got number 7)",
             4: 'expected a string (got array ["x"])',
@@ -77,7 +91,9 @@ def test_json_values_become_the_text_a_csv_field_would_hold_or_are_refused_for_t
             6: "expected a string (got boolean false)",
         },
     }
-    uniform = block_from_mappings(table_spec("departments"), [{"id": 10, "department": "A"}, {"id": -3, "department": "B"}, {"department": "C"}])
+    uniform = block_from_mappings(
+        table_spec("departments"), [{"id": 10, "department": "A"}, {"id": -3, "department": "B"}, {"department": "C"}]
+    )
     assert uniform.fields.column("id").to_pylist() == ["10", "-3", ""]
 
 
@@ -214,7 +230,9 @@ def test_sqlite_writers_of_several_threads_and_processes_take_turns(tmp_path: Pa
     keeper.execute("SELECT count(*) FROM departments").fetchone()
     per_writer = 40
     processes = [
-        subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, url, str(100_000 * (p + 1)), str(per_writer)], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER_SCRIPT, url, str(100_000 * (p + 1)), str(per_writer)], stderr=subprocess.PIPE, text=True
+        )
         for p in range(2)
     ]
     errors: list[BaseException] = []
@@ -317,7 +335,9 @@ def apply_in_thread(engine: sa.Engine, rows: list[dict], request_id: str) -> tup
 @pytest.mark.postgres
 def test_batches_share_the_table_lock_but_wait_for_a_files(postgres_url: str) -> None:
     application_name = f"gdx-test-{uuid.uuid4().hex[:12]}"
-    engine = create_warehouse_engine(make_url(postgres_url).update_query_dict({"application_name": application_name}).render_as_string(hide_password=False))
+    engine = create_warehouse_engine(
+        make_url(postgres_url).update_query_dict({"application_name": application_name}).render_as_string(hide_password=False)
+    )
     create_schema(engine)
     seed(engine)
     holder = engine.connect()
@@ -342,7 +362,9 @@ def test_batches_share_the_table_lock_but_wait_for_a_files(postgres_url: str) ->
 
 
 @pytest.mark.postgres
-def test_concurrent_batches_over_the_same_ids_in_opposite_orders_never_deadlock(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_concurrent_batches_over_the_same_ids_in_opposite_orders_never_deadlock(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = create_warehouse_engine(postgres_url)
     create_schema(engine)
     seed(engine)
@@ -364,7 +386,9 @@ def test_concurrent_batches_over_the_same_ids_in_opposite_orders_never_deadlock(
 
 
 @pytest.mark.postgres
-def test_a_department_deleted_under_a_batch_sends_it_round_again_and_its_row_to_the_reject_log(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_department_deleted_under_a_batch_sends_it_round_again_and_its_row_to_the_reject_log(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = create_warehouse_engine(postgres_url)
     create_schema(engine)
     seed(engine, departments=2)
@@ -379,7 +403,9 @@ def test_a_department_deleted_under_a_batch_sends_it_round_again_and_its_row_to_
                 side.exec_driver_sql("DELETE FROM departments WHERE id = 2")
 
     with caplog.at_level(logging.WARNING, logger="gdx_pipeline.core.batches"):
-        outcome = apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, [employee(1), employee(2, department_id=2)]), request_id="race")
+        outcome = apply_batch(
+            engine, EMPLOYEES, block_from_mappings(EMPLOYEES, [employee(1), employee(2, department_id=2)]), request_id="race"
+        )
     assert deleted == [True]
     assert any("ForeignKeyViolation on attempt 1" in r.message for r in caplog.records)
     assert outcome.counts.inserted == 1

@@ -187,7 +187,12 @@ def test_the_real_assets_do_not_retry_refusals(sqlite_url, folders):
     with dg.instance_for_test() as instance:
         backup = run_job(backups, "backup_job", instance)
         instance.add_dynamic_partitions(hiring_year_partitions.name, ["not-a-year"])
-        year = metrics.resolve_job_def("metrics_job").execute_in_process(instance=instance, partition_key="not-a-year", raise_on_error=False)
+        year = metrics.resolve_job_def("metrics_job").execute_in_process(
+            instance=instance, partition_key="not-a-year", raise_on_error=False
+        )
     for result in (backup, year):
         assert not result.success and step_retries(result) == 0
-    assert "lzma-please" in backup.all_events[[e.event_type_value for e in backup.all_events].index("STEP_FAILURE")].event_specific_data.error.message
+    assert (
+        "lzma-please"
+        in backup.all_events[[e.event_type_value for e in backup.all_events].index("STEP_FAILURE")].event_specific_data.error.message
+    )

@@ -31,9 +31,24 @@ def test_the_compose_files_follow_the_compose_specification():
     ("mistake", "original", "replacement", "reported"),
     [
         # A misspelled key in the anchor every service of ours merges: the schema sees it in each.
-        ("misspelled key", "  stop_signal: SIGINT\n", "  stop_sginal: SIGINT\n", ["gdx-code", "dagster-webserver", "dagster-daemon", "gdx-api", "stop_sginal"]),
-        ("unknown dependency condition", "        condition: service_healthy\n      gdx-code:", "        condition: healthy\n      gdx-code:", ["condition"]),
-        ("ports not a list", '    ports:\n      - "${GDX_API_PORT:-8000}:8000"\n', '    ports: "${GDX_API_PORT:-8000}:8000"\n', ["gdx-api", "ports"]),
+        (
+            "misspelled key",
+            "  stop_signal: SIGINT\n",
+            "  stop_sginal: SIGINT\n",
+            ["gdx-code", "dagster-webserver", "dagster-daemon", "gdx-api", "stop_sginal"],
+        ),
+        (
+            "unknown dependency condition",
+            "        condition: service_healthy\n      gdx-code:",
+            "        condition: healthy\n      gdx-code:",
+            ["condition"],
+        ),
+        (
+            "ports not a list",
+            '    ports:\n      - "${GDX_API_PORT:-8000}:8000"\n',
+            '    ports: "${GDX_API_PORT:-8000}:8000"\n',
+            ["gdx-api", "ports"],
+        ),
     ],
 )
 def test_the_validator_refuses_a_compose_file_that_breaks_the_specification(tmp_path, mistake, original, replacement, reported):

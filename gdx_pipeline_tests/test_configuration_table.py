@@ -29,7 +29,12 @@ def variables_read() -> dict[str, set[str]]:
             text = path.read_text(encoding="utf-8")
             for pattern in PYTHON_READS:
                 add(pattern.findall(text), path)
-    for path in [*(REPO_ROOT / "scripts").iterdir(), REPO_ROOT / ".ci" / "run", REPO_ROOT / "docker-compose.yml", *(REPO_ROOT / "deploy").rglob("*.yml")]:
+    for path in [
+        *(REPO_ROOT / "scripts").iterdir(),
+        REPO_ROOT / ".ci" / "run",
+        REPO_ROOT / "docker-compose.yml",
+        *(REPO_ROOT / "deploy").rglob("*.yml"),
+    ]:
         add(BRACED_REFERENCE.findall(path.read_text(encoding="utf-8")), path)
     for path in (REPO_ROOT / "deploy").rglob("*.yaml"):
         add(DAGSTER_YAML_ENV.findall(path.read_text(encoding="utf-8")), path)
@@ -46,7 +51,9 @@ def configuration_section() -> str:
 
 def test_the_scan_finds_what_we_know_is_read():
     found = variables_read()
-    assert {"GDX_DATA_DIR", "GDX_DATABASE_URL", "DAGSTER_HOME", "GDX_API_TOKEN", "POSTGRES_PASSWORD", "CI", "GDX_TEST_WORKERS"} <= set(found)
+    assert {"GDX_DATA_DIR", "GDX_DATABASE_URL", "DAGSTER_HOME", "GDX_API_TOKEN", "POSTGRES_PASSWORD", "CI", "GDX_TEST_WORKERS"} <= set(
+        found
+    )
 
 
 def test_the_configuration_section_names_every_variable_read():

@@ -21,7 +21,9 @@ TEXTS = [
 
 def rejects(engine: sa.Engine, source: str) -> list[tuple]:
     with engine.connect() as conn:
-        query = sa.select(rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).where(rejected_rows.c.source == source)
+        query = sa.select(rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).where(
+            rejected_rows.c.source == source
+        )
         return [(line, raw, list(reasons)) for line, raw, reasons in conn.execute(query.order_by(rejected_rows.c.line_number))]
 
 

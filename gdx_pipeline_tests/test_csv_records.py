@@ -21,8 +21,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gdx_pipeline.core.csv_source import (
     DEFAULT_BLOCK_BYTES,
@@ -148,7 +147,9 @@ def csv_files(draw) -> bytes:
     if draw(st.booleans()):
         text = text.rstrip("\r\n")
     if draw(st.integers(0, 5)) == 0:
-        text += draw(st.sampled_from(['11,"Unterminated', '12,"open\nand on', '"', '13,"a""b'])) + draw(st.sampled_from(["", "", "\n", "\r\n"]))
+        text += draw(st.sampled_from(['11,"Unterminated', '12,"open\nand on', '"', '13,"a""b'])) + draw(
+            st.sampled_from(["", "", "\n", "\r\n"])
+        )
     data = text.encode("utf-8")
     if draw(st.booleans()):
         data = UTF8_BOM + data
@@ -263,7 +264,9 @@ def test_a_long_record_never_closed_runs_to_the_end_of_the_file(tmp_path):
     path = write(tmp_path, '1,Before\n2,"' + "z" * 500 + "\n777,Injected\n")
     got = fates_at_every_block_size(path, max_record_bytes=100)
     assert [f[:2] for f in got] == [(1, "loaded"), (2, "rejected")]
-    assert got[1][3] == ("row: record longer than 100 bytes (got 516 bytes): a quoted field is never closed, so lines 2 to 3 were read as one record",)
+    assert got[1][3] == (
+        "row: record longer than 100 bytes (got 516 bytes): a quoted field is never closed, so lines 2 to 3 were read as one record",
+    )
 
 
 def test_the_reject_table_keeps_the_start_of_a_very_long_line_and_says_how_long_it_was(tmp_path):

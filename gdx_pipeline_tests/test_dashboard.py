@@ -26,6 +26,7 @@ from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
 from gdx_pipeline_tests.conftest import GLOBANT_DATA
 from gdx_pipeline_tests.test_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -40,7 +41,9 @@ CHROMIUM_FLAGS = [
     "--window-size=1280,2000",
 ]
 # Records Content-Security-Policy violations (a blocked fetch still counts as an attempt).
-RECORD_VIOLATIONS = "window.__violations = []; document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.blockedURI));"
+RECORD_VIOLATIONS = (
+    "window.__violations = []; document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.blockedURI));"
+)
 
 
 def chromium_binary() -> str:
@@ -212,8 +215,10 @@ def shown_figures(browser: Browser) -> dict:
           quarters: [...panel.querySelectorAll('[data-quarter-total]')].map(e => number(e.textContent)),
           previous_quarters: [...panel.querySelectorAll('[data-previous-quarter-total]')].map(e => e.textContent),
           mean: panel.querySelector('.mean-value') ? panel.querySelector('.mean-value').textContent : null,
-          above_mean: [...panel.querySelectorAll('table[id^=above-mean] tbody tr:not(.empty)')].map(r => [...r.cells].map(c => c.textContent)),
-          bars: [...panel.querySelectorAll('g.department-bar')].map(g => [Number(g.dataset.departmentId), Number(g.dataset.hired), Number(g.dataset.hiredBefore)]),
+          above_mean: [...panel.querySelectorAll('table[id^=above-mean] tbody tr:not(.empty)')]
+            .map(r => [...r.cells].map(c => c.textContent)),
+          bars: [...panel.querySelectorAll('g.department-bar')]
+            .map(g => [Number(g.dataset.departmentId), Number(g.dataset.hired), Number(g.dataset.hiredBefore)]),
           visible_text: panel.innerText,
         }};
         }})()"""
@@ -265,7 +270,9 @@ def test_one_file_shows_every_year_and_the_year_menu_changes_the_numbers(engine,
     assert browser.evaluate("document.querySelector('#years-chart g.year-group.selected').dataset.year") == "2021"
 
     # Hires per quarter across years, as the table under the chart says.
-    rows = browser.evaluate("[...document.querySelectorAll('#years-table tbody tr')].map(r => [...r.cells].slice(0, 6).map(c => c.textContent))")
+    rows = browser.evaluate(
+        "[...document.querySelectorAll('#years-table tbody tr')].map(r => [...r.cells].slice(0, 6).map(c => c.textContent))"
+    )
     assert rows == [[str(y), *(f"{n:,}" for n in oracle[y].quarters), f"{oracle[y].hires:,}"] for y in (2021, 2022)]
 
     # The rejected rows: counted over all loads and every year, and labelled so.
@@ -276,7 +283,8 @@ def test_one_file_shows_every_year_and_the_year_menu_changes_the_numbers(engine,
     # Provenance: the three files by name and the start of their sha256, with their rows.
     sources = browser.evaluate("[...document.querySelectorAll('#sources-table tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
     expected = {
-        (table, "file", f"{table}.csv", hashlib.sha256((GLOBANT_DATA / f"{table}.csv").read_bytes()).hexdigest()[:12]) for table in ("departments", "jobs", "hired_employees")
+        (table, "file", f"{table}.csv", hashlib.sha256((GLOBANT_DATA / f"{table}.csv").read_bytes()).hexdigest()[:12])
+        for table in ("departments", "jobs", "hired_employees")
     }
     assert {tuple(row[:4]) for row in sources} == expected
     assert {row[0]: row[6] for row in sources}["hired_employees"] == "70"
@@ -295,7 +303,9 @@ def test_one_file_shows_every_year_and_the_year_menu_changes_the_numbers(engine,
     totals = [int(v) for v in column(browser, table, 6)]
     assert totals == sorted(totals, reverse=True) and len(totals) == 933
     pairs = list(zip(column(browser, table, 0), column(browser, table, 1)))
-    browser.evaluate(f"{{ const f = document.querySelector('input[data-table={table}]'); f.value = 'Support'; f.dispatchEvent(new Event('input')); }}")
+    browser.evaluate(
+        f"{{ const f = document.querySelector('input[data-table={table}]'); f.value = 'Support'; f.dispatchEvent(new Event('input')); }}"
+    )
     shown = list(zip(column(browser, table, 0), column(browser, table, 1)))
     assert shown == [(d, j) for d, j in pairs if "support" in f"{d} {j}".lower()]
     assert browser.evaluate(f"document.querySelector('.row-count[data-table={table}]').textContent") == str(len(shown))
@@ -357,7 +367,7 @@ def test_a_year_without_hires_is_shown_empty_beside_the_others(engine, globant_l
     assert shown_year(browser) == 1999
     text = browser.evaluate(f"{SHOWN}.innerText")
     assert "No hires in 1999" in text and "No hires in 1998 or 1999" in text
-    assert browser.evaluate(f"document.querySelectorAll('.year-panel[data-year=\"1999\"] svg').length") == 0
+    assert browser.evaluate("document.querySelectorAll('.year-panel[data-year=\"1999\"] svg').length") == 0
     assert browser.evaluate("[...document.querySelectorAll('#year-select option')].map(o => o.value)") == ["2022", "2021", "1999"]
     # Sorting an empty table is harmless.
     browser.evaluate("document.querySelector('#quarterly-table-1999 th button').click()")
@@ -373,7 +383,10 @@ def test_rendering_is_a_pure_function_of_the_data(sqlite_url):
     assert first == second
     assert "never (the warehouse is empty)" in first and "Nothing has been loaded yet." in first
     embedded = json.loads(first.split('<script id="dashboard-data" type="application/json">')[1].split("</script>")[0])
-    assert embedded == {"selected": data.selected_year, "years": {str(data.selected_year): {"hires": 0, "quarters": [0, 0, 0, 0], "mean": None, "above_mean": 0}}}
+    assert embedded == {
+        "selected": data.selected_year,
+        "years": {str(data.selected_year): {"hires": 0, "quarters": [0, 0, 0, 0], "mean": None, "above_mean": 0}},
+    }
 
 
 def test_the_request_log_catches_a_page_that_fetches(tmp_path, browser):

@@ -122,7 +122,10 @@ def pyproject() -> dict:
 
 
 def dependency_names() -> set[str]:
-    return {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-") for requirement in pyproject()["project"]["dependencies"]}
+    return {
+        re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        for requirement in pyproject()["project"]["dependencies"]
+    }
 
 
 def console_script_owner(program: str) -> str | None:
@@ -229,7 +232,7 @@ def test_every_command_names_a_program_module_and_file_that_exist(services, imag
                     assert source is not None and source.is_file(), f"{name}: {arg} is not a file the Dockerfile copies from the repository"
     for source in image.copies.values():
         assert source.exists(), f"the Dockerfile copies {source.relative_to(REPO_ROOT)}, which does not exist"
-    for target, source in mounts(services[DATABASE]).items():
+    for source in mounts(services[DATABASE]).values():
         if source.startswith("./"):
             assert (REPO_ROOT / source).is_file(), f"{DATABASE} mounts {source}, which does not exist"
 
@@ -252,7 +255,9 @@ def dockerignored(relative: str, patterns: list[str]) -> bool:
 
 
 def test_the_build_context_holds_everything_pip_install_needs(image):
-    patterns = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     needed = {"pyproject.toml", pyproject()["project"]["readme"], "gdx_pipeline", "deploy/dagster.yaml", "deploy/workspace.yaml"}
     copied = {str(source.relative_to(REPO_ROOT)) for source in image.copies.values()}
     assert needed <= copied, f"the Dockerfile does not copy {sorted(needed - copied)}"

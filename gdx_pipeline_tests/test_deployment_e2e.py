@@ -272,7 +272,9 @@ class LocalDeployment:
     def healthy(self, name: str) -> bool:
         """The service's own compose healthcheck, run locally."""
         try:
-            result = subprocess.run(self.local_argv(healthcheck_argv(self.service(name))), env=self.environment(), capture_output=True, timeout=60)
+            result = subprocess.run(
+                self.local_argv(healthcheck_argv(self.service(name))), env=self.environment(), capture_output=True, timeout=60
+            )
         except subprocess.TimeoutExpired:
             return False
         return result.returncode == 0
@@ -344,7 +346,9 @@ class LocalDeployment:
         engine = sa.create_engine(self.databases.dagster_url())
         try:
             with engine.connect() as conn:
-                rows = conn.execute(sa.text("SELECT pipeline_name, run_id FROM runs WHERE status = 'FAILURE' ORDER BY create_timestamp")).all()
+                rows = conn.execute(
+                    sa.text("SELECT pipeline_name, run_id FROM runs WHERE status = 'FAILURE' ORDER BY create_timestamp")
+                ).all()
                 return [(job, run_failure_messages(engine, run_id)[:1500]) for job, run_id in rows]
         finally:
             engine.dispose()
@@ -367,7 +371,9 @@ class LocalDeployment:
         engine = sa.create_engine(self.databases.dagster_url())
         try:
             with engine.connect() as conn:
-                return not conn.execute(sa.text("SELECT count(*) FROM runs WHERE status IN ('STARTING', 'STARTED', 'CANCELING')")).scalar_one()
+                return not conn.execute(
+                    sa.text("SELECT count(*) FROM runs WHERE status IN ('STARTING', 'STARTED', 'CANCELING')")
+                ).scalar_one()
         finally:
             engine.dispose()
 
@@ -391,7 +397,10 @@ class LocalDeployment:
     def instigator_statuses(self, schedule: str, sensor: str) -> tuple[str, str]:
         data = self.graphql(
             INSTIGATOR_STATUS,
-            {"schedule": {**self.repository_selector(), "scheduleName": schedule}, "sensor": {**self.repository_selector(), "sensorName": sensor}},
+            {
+                "schedule": {**self.repository_selector(), "scheduleName": schedule},
+                "sensor": {**self.repository_selector(), "sensorName": sensor},
+            },
         )
         assert data["scheduleOrError"]["__typename"] == "Schedule", data
         assert data["sensorOrError"]["__typename"] == "Sensor", data
@@ -458,7 +467,10 @@ def first_sensor_runs(deployment: LocalDeployment, dagster_db: sa.Engine, waitin
     for tick in deployment.sensor_ticks("landing_files_sensor"):
         if tick["status"] in ("SKIPPED", "FAILURE"):
             why = tick["skipReason"] or (tick["error"] or {}).get("message", "").splitlines()[0]
-            pytest.fail(f"landing_files_sensor ended a tick without a run ({tick['status']}: {why}) while {waiting} waited in landing", pytrace=False)
+            pytest.fail(
+                f"landing_files_sensor ended a tick without a run ({tick['status']}: {why}) while {waiting} waited in landing",
+                pytrace=False,
+            )
     return []
 
 
@@ -475,7 +487,9 @@ def sensor_runs(dagster_db: sa.Engine) -> list[sa.Row]:
 def run_failure_messages(dagster_db: sa.Engine, run_id: str) -> str:
     with dagster_db.connect() as conn:
         events = conn.execute(
-            sa.text("SELECT event FROM event_logs WHERE run_id = :r AND dagster_event_type IN ('STEP_FAILURE', 'PIPELINE_FAILURE') ORDER BY id"),
+            sa.text(
+                "SELECT event FROM event_logs WHERE run_id = :r AND dagster_event_type IN ('STEP_FAILURE', 'PIPELINE_FAILURE') ORDER BY id"
+            ),
             {"r": run_id},
         ).scalars()
         return "\n".join(event[:2000] for event in events)
@@ -493,7 +507,8 @@ def event_types(dagster_db: sa.Engine, run_id: str) -> dict[str, int]:
 def materialized_assets(dagster_db: sa.Engine, run_id: str) -> set[str]:
     with dagster_db.connect() as conn:
         keys = conn.execute(
-            sa.text("SELECT DISTINCT asset_key FROM event_logs WHERE run_id = :r AND dagster_event_type = 'ASSET_MATERIALIZATION'"), {"r": run_id}
+            sa.text("SELECT DISTINCT asset_key FROM event_logs WHERE run_id = :r AND dagster_event_type = 'ASSET_MATERIALIZATION'"),
+            {"r": run_id},
         ).scalars()
         return {dg.AssetKey.from_db_string(key).to_user_string() for key in keys}
 
@@ -553,7 +568,9 @@ def test_the_deployment_ingests_dropped_files_and_restores_through_graphql(deplo
         with warehouse.begin() as conn:
             lost = conn.execute(sa.text("DELETE FROM hired_employees WHERE id % 2 = 0")).rowcount
         assert 0 < lost < len(before)
-        restore_run = deployment.launch("restore_table_job", {"ops": {"restore_table": {"config": {"table": "hired_employees", "backup": "latest"}}}})
+        restore_run = deployment.launch(
+            "restore_table_job", {"ops": {"restore_table": {"config": {"table": "hired_employees", "backup": "latest"}}}}
+        )
         assert deployment.wait_for_run(restore_run) == "SUCCESS", run_failure_messages(dagster_db, restore_run)
         assert employees(warehouse) == before
         deployment.mark("restore_table_job succeeded")

@@ -46,8 +46,13 @@ def anchors(page: Path) -> set[str]:
 
 def test_the_anchor_rule_matches_github_on_our_kinds_of_heading():
     assert github_anchor("Emptying the warehouse: `gdx reset`") == "emptying-the-warehouse-gdx-reset"
-    assert github_anchor("2026-11-29 · SQLite hire-year index against `datetime` index") == "2026-11-29--sqlite-hire-year-index-against-datetime-index"
-    assert github_anchor("What the deployment's Dagster does (`deploy/dagster.yaml`)") == "what-the-deployments-dagster-does-deploydagsteryaml"
+    assert (
+        github_anchor("2026-11-29 · SQLite hire-year index against `datetime` index")
+        == "2026-11-29--sqlite-hire-year-index-against-datetime-index"
+    )
+    assert (
+        github_anchor("What the deployment's Dagster does (`deploy/dagster.yaml`)") == "what-the-deployments-dagster-does-deploydagsteryaml"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
@@ -73,5 +78,7 @@ def test_every_docs_page_is_one_link_from_the_readme():
 
 def test_the_link_finder_sees_links_and_skips_code(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("[a](x.md) and [`code`](y.md#z), not `[in](code.md)`\n\n```\n[not](fenced.md)\n```\n![image](pic.png)\n", encoding="utf-8")
+    page.write_text(
+        "[a](x.md) and [`code`](y.md#z), not `[in](code.md)`\n\n```\n[not](fenced.md)\n```\n![image](pic.png)\n", encoding="utf-8"
+    )
     assert links(page) == ["x.md", "y.md#z"]

@@ -63,7 +63,17 @@ K8S_RUN_LAUNCHER = {
     "envSecrets", "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources",
     "schedulerName", "securityContext", "runK8sConfig",
 }  # fmt: skip
-POSTGRESQL = {"postgresqlScheme", "image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword", "postgresqlDatabase", "postgresqlParams", "service"}
+POSTGRESQL = {
+    "postgresqlScheme",
+    "image",
+    "enabled",
+    "postgresqlHost",
+    "postgresqlUsername",
+    "postgresqlPassword",
+    "postgresqlDatabase",
+    "postgresqlParams",
+    "service",
+}
 CONCURRENCY = {"enabled", "pools", "runs"}
 RUN_RETRIES = {"enabled", "maxRetries", "retryOnAssetOrOpFailure"}
 
@@ -151,7 +161,9 @@ def test_the_code_location_is_composes_gdx_code(code_location, compose, values):
     shipped = yaml.safe_load(DEPLOY_WORKSPACE.read_text())["load_from"][0]["grpc_server"]
     assert values["dagsterWebserver"]["workspace"] == {
         "enabled": True,
-        "servers": [{"host": code_location["name"], "port": code_location["port"], "name": option_value(service["command"], "--location-name")}],
+        "servers": [
+            {"host": code_location["name"], "port": code_location["port"], "name": option_value(service["command"], "--location-name")}
+        ],
     }
     assert (shipped["host"], shipped["port"], shipped["location_name"]) == (code_location["name"], code_location["port"], "gdx_pipeline")
 
@@ -216,7 +228,9 @@ def test_the_api_is_composes_gdx_api_behind_the_token(api_manifests, api_contain
     assert service_manifest["spec"]["ports"][0]["targetPort"] == port["name"]
 
 
-def test_one_shared_volume_holds_the_data_folder_for_the_code_location_its_runs_and_the_api(api_manifests, api_container, code_location, compose):
+def test_one_shared_volume_holds_the_data_folder_for_the_code_location_its_runs_and_the_api(
+    api_manifests, api_container, code_location, compose
+):
     data_dir = compose["services"][CODE_SERVER]["environment"]["GDX_DATA_DIR"]
     claim = yaml.safe_load((HELM / "gdx-data.yaml").read_text())
     assert claim["kind"] == "PersistentVolumeClaim" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -242,7 +256,10 @@ def test_the_chart_configures_dagster_as_deploy_dagster_yaml_does(values, instan
     assert postgresql["postgresqlDatabase"] != example["GDX_WAREHOUSE_DB"]
     runs = instance["concurrency"]["runs"]
     assert values["concurrency"]["enabled"] is True
-    assert values["concurrency"]["runs"] == {"maxConcurrentRuns": runs["max_concurrent_runs"], "tagConcurrencyLimits": runs["tag_concurrency_limits"]}
+    assert values["concurrency"]["runs"] == {
+        "maxConcurrentRuns": runs["max_concurrent_runs"],
+        "tagConcurrencyLimits": runs["tag_concurrency_limits"],
+    }
     daemon = values["dagsterDaemon"]
     assert daemon["runCoordinator"]["type"] == instance["run_coordinator"]["class"]
     retries = instance["run_retries"]

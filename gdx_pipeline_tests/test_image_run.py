@@ -45,7 +45,16 @@ def docker_run_options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="docker run", add_help=False, exit_on_error=False)
     for flag in ("--detach", "--init"):
         parser.add_argument(flag, action="store_true")
-    for flag in ("--name", "--network", "--stop-signal", "--restart", "--health-cmd", "--health-interval", "--health-timeout", "--health-start-period"):
+    for flag in (
+        "--name",
+        "--network",
+        "--stop-signal",
+        "--restart",
+        "--health-cmd",
+        "--health-interval",
+        "--health-timeout",
+        "--health-start-period",
+    ):
         parser.add_argument(flag)
     for flag in ("--stop-timeout", "--health-retries"):
         parser.add_argument(flag, type=int)
@@ -89,7 +98,9 @@ def plan(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("image-run")
     data_dir = run_dir / "data"
     settings = [f"--set={key}={value}" for key, value in {**SETTINGS, "GDX_HOST_DATA_DIR": str(data_dir)}.items()]
-    subprocess.run([sys.executable, "-m", "gdx_pipeline_tests.image_run", str(run_dir), "--project", PROJECT, *settings], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "gdx_pipeline_tests.image_run", str(run_dir), "--project", PROJECT, *settings], check=True, timeout=120
+    )
     return run_dir
 
 
@@ -230,7 +241,9 @@ def test_every_container_starts_and_stops_as_compose_says_on_the_host_network(ru
         run = runs[name]
         assert run.init is service.get("init", False), name
         assert run.stop_signal == service["stop_signal"], name
-        assert run.stop_timeout == DURATIONS[service["stop_grace_period"]] == int(variables[f"GRACE_{name.upper().replace('-', '_')}"]), name
+        assert run.stop_timeout == DURATIONS[service["stop_grace_period"]] == int(variables[f"GRACE_{name.upper().replace('-', '_')}"]), (
+            name
+        )
         assert run.restart == service["restart"], name
         assert run.detach and run.network == "host" and run.add_host == [f"{workspace_host}:127.0.0.1"], name
         assert run.name == variables[f"CONTAINER_{name.upper().replace('-', '_')}"] == f"{PROJECT}-{name}"

@@ -32,7 +32,9 @@ def load_reference_tables(engine, folders) -> None:
 def rejects_by_line(engine, source: str) -> dict[int, tuple[str, list[str]]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).where(rejected_rows.c.source == source)
+            sa.select(rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).where(
+                rejected_rows.c.source == source
+            )
         ).all()
     return {line: (raw, reasons) for line, raw, reasons in rows}
 
@@ -95,7 +97,10 @@ def test_an_unclosed_quote_rejects_the_rest_of_the_file_as_one_record_and_loses_
     (outcome,) = ingest_landing(engine, folders)
     assert outcome.counts.inserted == 1
     assert rejects_by_line(engine, outcome.file) == {
-        2: ('2,"Bob,2021-01-01T00:00:00Z,1,1\n3,Cy,2021-01-01T00:00:00Z,1,1', ["row: a quoted field is never closed, so lines 2 to 3 were read as one record"])
+        2: (
+            '2,"Bob,2021-01-01T00:00:00Z,1,1\n3,Cy,2021-01-01T00:00:00Z,1,1',
+            ["row: a quoted field is never closed, so lines 2 to 3 were read as one record"],
+        )
     }
 
 
@@ -144,7 +149,11 @@ def test_bad_rows_are_rejected_with_their_reason_and_the_rest_loads(engine, fold
 
 def test_offsets_are_converted_to_utc_and_quarters_move(engine, folders):
     load_reference_tables(engine, folders)
-    drop(folders, "hired_employees.csv", "1,Late Night,2021-03-31T23:30:00-02:00,1,1\n2,Plus,2021-01-01T01:00:00+05:30,1,1\n3,Frac,2021-01-01T00:00:00.123456Z,1,1\n")
+    drop(
+        folders,
+        "hired_employees.csv",
+        "1,Late Night,2021-03-31T23:30:00-02:00,1,1\n2,Plus,2021-01-01T01:00:00+05:30,1,1\n3,Frac,2021-01-01T00:00:00.123456Z,1,1\n",
+    )
     ingest_landing(engine, folders)
     assert as_utc(employee(engine, 1).datetime) == datetime(2021, 4, 1, 1, 30, tzinfo=UTC)
     assert as_utc(employee(engine, 2).datetime) == datetime(2020, 12, 31, 19, 30, tzinfo=UTC)

@@ -28,7 +28,10 @@ def test_bulk_loads_rebuild_every_key_and_index_and_leave_the_ddl_alone(postgres
     create_schema(engine)
     expected = structures(engine, "hired_employees")
     table = data_tables["hired_employees"]
-    assert expected == ({i.name for i in indexes_on(table, "postgresql")}, {c.name for c in table.foreign_key_constraints} | {"pk_hired_employees"})
+    assert expected == (
+        {i.name for i in indexes_on(table, "postgresql")},
+        {c.name for c in table.foreign_key_constraints} | {"pk_hired_employees"},
+    )
     assert "ix_hired_employees_year" not in expected[0]  # SQLite's index only
 
     summary = generate_globant_files(tmp_path / "first", 3_000, dirty_share=0.02, seed=5)

@@ -103,7 +103,9 @@ def test_a_file_changed_while_read_is_rolled_back_left_in_landing_and_applied_wh
     final = path.read_bytes()
     again = ingest_file(engine, folders, path, block_bytes=BLOCK)
     assert again.status == "applied" and again.sha256 == hashlib.sha256(final).hexdigest()
-    expected = {int(i): name for i, name in (line.split(",") for line in final.decode().splitlines() if line.count(",") == 1 and line.split(",")[1])}
+    expected = {
+        int(i): name for i, name in (line.split(",") for line in final.decode().splitlines() if line.count(",") == 1 and line.split(",")[1])
+    }
     loaded = jobs_in_table(engine)
     assert {i: loaded[i] for i in expected} == expected
     assert len(loaded) + again.rows_rejected == again.rows_read  # a line cut by the truncation is rejected, not lost
@@ -130,7 +132,7 @@ def test_a_file_changed_after_it_was_applied_stays_in_landing_and_its_new_rows_l
 def test_a_file_that_keeps_changing_while_read_is_quarantined_the_third_time(engine, folders):
     path = drop(folders, "jobs.csv", jobs_text(range(1, 3001)))
     statuses = []
-    for attempt in range(CHANGED_READS_BEFORE_QUARANTINE):
+    for _attempt in range(CHANGED_READS_BEFORE_QUARANTINE):
         settled(path)
         grow = ChangeAt("rows read", lambda: append(path))
         statuses.append(ingest_file(engine, folders, path, block_bytes=BLOCK, log=grow).status)
@@ -212,7 +214,9 @@ def test_a_file_operation_failing_for_one_file_quarantines_it_and_the_others_loa
     outcomes = {o.file: o for o in ingest_landing(engine, folders)}
     assert outcomes["departments.csv"].status == "applied"
     assert outcomes["jobs.csv"].status == "quarantined"
-    assert outcomes["jobs.csv"].reason == f"a file operation failed: Is a directory (.jobs.{sha8}.rejects.csv.part -> jobs.{sha8}.rejects.csv)"
+    assert (
+        outcomes["jobs.csv"].reason == f"a file operation failed: Is a directory (.jobs.{sha8}.rejects.csv.part -> jobs.{sha8}.rejects.csv)"
+    )
     assert jobs_in_table(engine) == {} and table_count(engine, "rejected_rows") == 0
     assert (folders.quarantine / "jobs.csv").read_text() == content
 
@@ -251,7 +255,9 @@ def test_one_huge_field_keeps_memory_under_a_gigabyte_and_out_of_the_logs(databa
     del huge
     log_file = folders.root / "child.log"
     with log_file.open("wb") as log:
-        child = subprocess.Popen([sys.executable, "-c", MEMORY_CHILD, database_url, str(folders.root)], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log)
+        child = subprocess.Popen(
+            [sys.executable, "-c", MEMORY_CHILD, database_url, str(folders.root)], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log
+        )
         out = child.stdout.read().decode()
         _, status, usage = os.wait4(child.pid, 0)  # this child's own peak, which Popen.wait would not report
         child.returncode = os.waitstatus_to_exitcode(status)

@@ -49,7 +49,13 @@ def test_real_data_loads_every_valid_row_and_rejects_the_rest_with_reasons(engin
     assert len(blanks) == 70
     with engine.connect() as conn:
         rejected = conn.execute(
-            sa.select(rejected_rows.c.line_number, rejected_rows.c.reasons, rejected_rows.c.raw_line, rejected_rows.c.source, rejected_rows.c.run_id)
+            sa.select(
+                rejected_rows.c.line_number,
+                rejected_rows.c.reasons,
+                rejected_rows.c.raw_line,
+                rejected_rows.c.source,
+                rejected_rows.c.run_id,
+            )
         ).all()
     by_line = {line: (reasons, raw, source, run_id) for line, reasons, raw, source, run_id in rejected}
     assert set(by_line) == set(blanks)
@@ -76,7 +82,9 @@ def test_real_data_loads_every_valid_row_and_rejects_the_rest_with_reasons(engin
 def test_hire_times_are_stored_in_utc(engine, globant_landing):
     ingest_landing(engine, globant_landing)
     with engine.connect() as conn:
-        stored = conn.execute(sa.select(data_tables["hired_employees"].c.datetime).where(data_tables["hired_employees"].c.id == 1)).scalar_one()
+        stored = conn.execute(
+            sa.select(data_tables["hired_employees"].c.datetime).where(data_tables["hired_employees"].c.id == 1)
+        ).scalar_one()
     assert stored.replace(tzinfo=None).isoformat() == "2021-11-07T02:48:42"
 
 

@@ -19,7 +19,9 @@ def drop_settled(folders, name: str, content: str) -> None:
 
 def tick(folders, cursor: str | None = None) -> dg.SensorResult:
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"data_folder": DataFolderResource(data_dir=str(folders.root))})
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"data_folder": DataFolderResource(data_dir=str(folders.root))}
+        )
         return landing_files_sensor(context)
 
 

@@ -31,7 +31,11 @@ def csv_oracle(year: int) -> tuple[pd.DataFrame, pd.Series]:
     departments = pd.read_csv(GLOBANT_DATA / "departments.csv", header=None, names=["department_id", "department"])
     jobs = pd.read_csv(GLOBANT_DATA / "jobs.csv", header=None, names=["job_id", "job"])
     hired = pd.read_csv(
-        GLOBANT_DATA / "hired_employees.csv", header=None, names=["id", "name", "datetime", "department_id", "job_id"], dtype=str, keep_default_na=False
+        GLOBANT_DATA / "hired_employees.csv",
+        header=None,
+        names=["id", "name", "datetime", "department_id", "job_id"],
+        dtype=str,
+        keep_default_na=False,
     )
     complete = hired[(hired != "").all(axis=1)].copy()
     assert len(complete) == 1929  # the published load: 1,929 rows, 70 with blank fields
@@ -117,7 +121,9 @@ def test_sqlite_counts_years_with_its_year_index_and_drops_the_old_time_index(tm
         conn.exec_driver_sql("CREATE INDEX ix_hired_employees_datetime ON hired_employees (datetime)")
     create_schema(engine)  # what every start does
     with engine.connect() as conn:
-        indexes = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hired_employees'").all())
+        indexes = dict(
+            conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hired_employees'").all()
+        )
     assert "ix_hired_employees_datetime" not in indexes
     assert "substr(datetime, 1, 4)" in indexes["ix_hired_employees_year"]
 
@@ -201,7 +207,13 @@ def test_ties_and_duplicate_names_come_back_in_one_order_on_every_engine(engine,
 
 def test_names_order_by_code_point_on_every_engine(engine, folders):
     # A locale collation would put "b" before "C" and ignore the hyphen; code-point order does neither.
-    load_rows(engine, folders, "1,b dept\n2,C dept\n3,-dash\n4,Émile\n", "1,job\n", "".join(f"{d},P,2021-05-05T00:00:00Z,{d},1\n" for d in range(1, 5)))
+    load_rows(
+        engine,
+        folders,
+        "1,b dept\n2,C dept\n3,-dash\n4,Émile\n",
+        "1,job\n",
+        "".join(f"{d},P,2021-05-05T00:00:00Z,{d},1\n" for d in range(1, 5)),
+    )
     assert list(metrics.quarterly_hires(engine, 2021)["department"]) == ["-dash", "C dept", "b dept", "Émile"]
 
 

@@ -66,7 +66,11 @@ def check_requested(tick, key: dg.AssetCheckKey) -> bool:
 
 
 def check_evaluations(result) -> dict:
-    return {e.event_specific_data.asset_check_key.name: e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return {
+        e.event_specific_data.asset_check_key.name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 def test_metrics_job_publishes_both_metrics_for_a_year(database_url, engine, globant_landing):
@@ -92,8 +96,26 @@ def test_metrics_job_publishes_both_metrics_for_a_year(database_url, engine, glo
 
     # The per-year numbers are numeric metadata, which the asset's Plots tab draws across partitions.
     numbers = {
-        "quarterly_hires": ("year", "dagster/row_count", "hires", "q1", "q2", "q3", "q4", "departments_hiring", "jobs_hiring", "source_files"),
-        "departments_above_mean_hires": ("year", "dagster/row_count", "departments_above_mean", "departments_hiring", "hires", "source_files"),
+        "quarterly_hires": (
+            "year",
+            "dagster/row_count",
+            "hires",
+            "q1",
+            "q2",
+            "q3",
+            "q4",
+            "departments_hiring",
+            "jobs_hiring",
+            "source_files",
+        ),
+        "departments_above_mean_hires": (
+            "year",
+            "dagster/row_count",
+            "departments_above_mean",
+            "departments_hiring",
+            "hires",
+            "source_files",
+        ),
     }
     for asset, keys in numbers.items():
         entries = metadata_entries_of(result, asset)

@@ -33,7 +33,11 @@ def dagster_home(tmp_path) -> Path:
 
 def test_metrics_job_without_a_partition_fails_saying_what_to_pass(sqlite_url, folders, dagster_home):
     data = DataFolderResource(data_dir=str(folders.root))
-    defs = dg.Definitions(jobs=[metrics_job], assets=metrics_assets, resources={"data_folder": data, "warehouse": WarehouseResource(data=data, database_url=sqlite_url)})
+    defs = dg.Definitions(
+        jobs=[metrics_job],
+        assets=metrics_assets,
+        resources={"data_folder": data, "warehouse": WarehouseResource(data=data, database_url=sqlite_url)},
+    )
     instance = dg.DagsterInstance.from_config(str(dagster_home))
 
     result = defs.resolve_job_def("metrics_job").execute_in_process(instance=instance, raise_on_error=False)
@@ -51,13 +55,19 @@ def test_metrics_job_without_a_partition_fails_saying_what_to_pass(sqlite_url, f
 def gdx_metrics(args: list[str], dagster_home: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GDX_DATA_DIR": str(tmp_path / "data")}
     env.pop("GDX_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "gdx_pipeline.cli", "metrics", *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gdx_pipeline.cli", "metrics", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize(
     ("year", "message"),
     [
-        ("1999", "gdx metrics: hired_employees has no hires in 1999, so there is no hiring_year partition 1999 (hiring_year partitions: 2021, 2022)"),
+        (
+            "1999",
+            "gdx metrics: hired_employees has no hires in 1999, so there is no hiring_year partition 1999 "
+            "(hiring_year partitions: 2021, 2022)",
+        ),
         ("21x", "gdx metrics: year must be a whole number such as 2021, not '21x'"),
         ("3001", "gdx metrics: year 3001 is outside the hiring dates the data dictionary admits (1900-2999)"),
     ],
@@ -70,14 +80,30 @@ def test_gdx_metrics_refuses_a_year_it_cannot_compute_in_one_line(year, message,
 def test_gdx_metrics_without_a_year_lists_the_years(dagster_home, tmp_path):
     result = gdx_metrics([], dagster_home, tmp_path)
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout.splitlines() == [f"hiring_year partitions: 2021, 2022 (Dagster instance {dagster_home})", "compute one: gdx metrics 2022"]
+    assert result.stdout.splitlines() == [
+        f"hiring_year partitions: 2021, 2022 (Dagster instance {dagster_home})",
+        "compute one: gdx metrics 2022",
+    ]
 
 
-@pytest.mark.parametrize(("partition", "dagster_says"), [(None, "no '--partition' option was provided"), ("1999", "Could not find a partition with key `1999`")])
+@pytest.mark.parametrize(
+    ("partition", "dagster_says"), [(None, "no '--partition' option was provided"), ("1999", "Could not find a partition with key `1999`")]
+)
 def test_dagsters_own_cli_answers_a_missing_or_unknown_partition_with_a_traceback(partition, dagster_says, dagster_home, tmp_path):
     """The limit docs/metrics.md documents (use `gdx metrics YEAR`): Dagster's CLI fails before our code runs."""
-    argv = [str(Path(sys.executable).parent / "dg"), "launch", "--assets", "quarterly_hires", *(["--partition", partition] if partition else [])]
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GDX_DATA_DIR": str(tmp_path / "data"), "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+    argv = [
+        str(Path(sys.executable).parent / "dg"),
+        "launch",
+        "--assets",
+        "quarterly_hires",
+        *(["--partition", partition] if partition else []),
+    ]
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "GDX_DATA_DIR": str(tmp_path / "data"),
+        "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
+    }
     result = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and dagster_says in result.stderr

@@ -1,7 +1,6 @@
 """migrate_job through Dagster, on SQLite and PostgreSQL: materializations, checks, failures."""
 
 import dagster as dg
-import pytest
 
 from gdx_pipeline.defs.ingest.assets import landing_files, quarantined_files, rejected_rows, table_assets
 from gdx_pipeline.defs.ingest.checks import table_checks
@@ -33,7 +32,12 @@ def test_migrate_job_loads_the_real_data_and_every_check_passes(database_url, en
 
         employees = materialization(result, "hired_employees")
         assert (employees["rows_inserted"], employees["rows_rejected"], employees["dagster/row_count"]) == (1929, 70, 1929)
-        assert employees["rejects_by_reason"] == {"department_id: missing": 21, "name: missing": 19, "job_id: missing": 16, "datetime: missing": 14}
+        assert employees["rejects_by_reason"] == {
+            "department_id: missing": 21,
+            "name: missing": 19,
+            "job_id: missing": 16,
+            "datetime: missing": 14,
+        }
         assert "hired_employees.csv" in employees["files"]
         assert materialization(result, "departments")["dagster/row_count"] == 12
         assert materialization(result, "rejected_rows")["rejected_this_run"] == 70

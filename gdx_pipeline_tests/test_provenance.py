@@ -29,7 +29,9 @@ def test_the_ledger_says_which_files_batches_and_restores_fed_each_table(engine,
     assert read_provenance(engine, TABLES).is_empty
     ingest_landing(engine, globant_landing, run_id="load")
     provenance = read_provenance(engine, TABLES)
-    assert {(f.table, f.file, f.sha256) for f in provenance.files} == {(t, f"{t}.csv", sha256_of(GLOBANT_DATA / f"{t}.csv")) for t in TABLES}
+    assert {(f.table, f.file, f.sha256) for f in provenance.files} == {
+        (t, f"{t}.csv", sha256_of(GLOBANT_DATA / f"{t}.csv")) for t in TABLES
+    }
     employees = next(f for f in provenance.files if f.table == "hired_employees")
     assert (employees.rows_read, employees.rows_inserted, employees.rows_rejected) == (1999, 1929, 70)
     assert employees.sha256_prefix == employees.sha256[:12] and employees.run_id == "load"

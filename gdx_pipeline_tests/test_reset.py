@@ -66,13 +66,18 @@ def rows_per_table(engine: sa.Engine) -> dict[str, int]:
 
 
 def run_gdx(args: list[str], env: dict[str, str], **options) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gdx_pipeline.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300, **options)
+    return subprocess.run(
+        [sys.executable, "-m", "gdx_pipeline.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300, **options
+    )
 
 
 def test_reset_empties_every_table_and_data_folder_but_keeps_backups(engine, loaded, capsys):
     before = rows_per_table(engine)
     assert set(before) == {t.name for t in metadata.sorted_tables}  # the metric tables too
-    assert all(before[name] > 0 for name in ("departments", "jobs", "hired_employees", "rejected_rows", "ingestion_ledger", "metric_quarterly_hires"))
+    assert all(
+        before[name] > 0
+        for name in ("departments", "jobs", "hired_employees", "rejected_rows", "ingestion_ledger", "metric_quarterly_hires")
+    )
     backups = files_in(loaded.backups)
     assert backups
 
@@ -131,7 +136,9 @@ def test_without_a_terminal_reset_needs_yes(engine, loaded, environment):
     before = rows_per_table(engine)
     result = run_gdx(["reset"], environment, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["gdx reset: stdin is not a terminal, so nobody can confirm: pass --yes to empty the warehouse and data folders"]
+    assert result.stderr.splitlines() == [
+        "gdx reset: stdin is not a terminal, so nobody can confirm: pass --yes to empty the warehouse and data folders"
+    ]
     assert rows_per_table(engine) == before and files_in(loaded.landing) == ["jobs_waiting.csv"]
 
 
@@ -139,7 +146,11 @@ def answer_on_a_terminal(environment: dict[str, str], answer: str) -> tuple[int,
     """`gdx reset` with a pseudo-terminal as stdin and stdout, answering its question."""
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gdx_pipeline.cli", "reset"], env={**os.environ, **environment}, stdin=terminal, stdout=terminal, stderr=terminal
+        [sys.executable, "-m", "gdx_pipeline.cli", "reset"],
+        env={**os.environ, **environment},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
     )
     os.close(terminal)
     transcript = b""

@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 import fastavro
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gdx_pipeline.core.backups import BACKUP_TABLES, schema_fingerprint
 from gdx_pipeline.core.backups import (
+    BACKUP_TABLES,
     MANIFEST_FORMAT,
     BackupNotFoundError,
     InvalidBackupNameError,
@@ -28,6 +27,7 @@ from gdx_pipeline.core.backups import (
     resolve_backup,
     restore_snapshot,
     restore_table,
+    schema_fingerprint,
     verify_backup,
 )
 from gdx_pipeline.core.batches import block_from_csv_text
@@ -72,7 +72,9 @@ def test_restore_latest_and_a_named_backup(loaded):
     # Each restore nets out what the ledger accounted for, so counts_match_ledger holds again.
     assert all(rows == ledger for rows, ledger in ledger_balances(engine).values())
     with engine.connect() as conn:
-        sources = conn.execute(sa.text("SELECT source, sha256, rows_inserted, rows_deleted FROM ingestion_ledger WHERE source LIKE 'restore:%' ORDER BY id")).all()
+        sources = conn.execute(
+            sa.text("SELECT source, sha256, rows_inserted, rows_deleted FROM ingestion_ledger WHERE source LIKE 'restore:%' ORDER BY id")
+        ).all()
     assert [tuple(s) for s in sources] == [
         (f"restore:{first.file}", None, len(at_first), accounted),
         (f"restore:{second.file}", None, len(at_second), len(at_first)),
@@ -102,7 +104,9 @@ def test_restore_snapshot_restores_related_tables_together(loaded):
         conn.execute(employees.delete().where(employees.c.department_id == 12))
         conn.execute(departments.delete().where(departments.c.id == 12))
         conn.execute(departments.insert().values(id=13, department="New"))
-        conn.execute(employees.insert().values(id=777777, name="New Hire", datetime=datetime(2022, 1, 1, tzinfo=UTC), department_id=13, job_id=1))
+        conn.execute(
+            employees.insert().values(id=777777, name="New Hire", datetime=datetime(2022, 1, 1, tzinfo=UTC), department_id=13, job_id=1)
+        )
     results = restore_snapshot(engine, folders, "latest")
     assert [r.table for r in results] == list(BACKUP_TABLES)
     assert len({r.snapshot_id for r in results}) == 1
@@ -146,7 +150,9 @@ def test_corrupt_block_is_refused_even_when_the_manifest_agrees(backed_up):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     _rewrite_manifest(path)
-    _assert_refused(engine, folders, before, "hired_employees", "latest", RestoreRefusedError, "cannot be read|break the data dictionary|does not fit")
+    _assert_refused(
+        engine, folders, before, "hired_employees", "latest", RestoreRefusedError, "cannot be read|break the data dictionary|does not fit"
+    )
 
 
 def test_truncated_file_is_refused(backed_up):
@@ -191,7 +197,15 @@ def test_wrong_schema_is_refused(backed_up):
     schema["fields"][2]["type"] = "string"  # hire time as text
     records = [{"id": 1, "name": "A", "datetime": "2021-01-01T00:00:00Z", "department_id": 1, "job_id": 1}]
     name = _forge_backup(folders, "hired_employees", schema, records)
-    error = _assert_refused(engine, folders, before, "hired_employees", name, RestoreRefusedError, "does not match the data dictionary.*column datetime is \"string\"")
+    error = _assert_refused(
+        engine,
+        folders,
+        before,
+        "hired_employees",
+        name,
+        RestoreRefusedError,
+        'does not match the data dictionary.*column datetime is "string"',
+    )
     assert error.details["schema_differences"]
 
 
@@ -236,7 +250,9 @@ def test_rows_that_break_the_dictionary_are_refused(backed_up):
     # The other three in ingestion's own words, as a landing file with these rows would be told.
     assert rules == dict.fromkeys(_ingestion_rules("hired_employees", records[1:4]), 1)
     examples = error.details["examples"]
-    assert len(examples) == 4 and examples[0].startswith("id 2: department_id: ") and examples[-1] == "id 1: id: duplicate of an earlier row"
+    assert (
+        len(examples) == 4 and examples[0].startswith("id 2: department_id: ") and examples[-1] == "id 1: id: duplicate of an earlier row"
+    )
 
 
 def test_names_are_judged_as_ingestion_judges_them(backed_up):
@@ -261,7 +277,12 @@ def test_names_are_judged_as_ingestion_judges_them(backed_up):
     assert "id 3: department: not as ingestion stores it (got '  Maintenance ', stored as 'Maintenance')" in error.details["examples"]
 
     hire = {"datetime": datetime(2021, 1, 1, tzinfo=UTC), "department_id": 1, "job_id": 1}
-    employees = [hire | {"id": 1, "name": " "}, hire | {"id": 2, "name": "Ada Lovelace "}, hire | {"id": 3, "name": "Grace\x07Hopper"}, hire | {"id": 4, "name": "Fine"}]
+    employees = [
+        hire | {"id": 1, "name": " "},
+        hire | {"id": 2, "name": "Ada Lovelace "},
+        hire | {"id": 3, "name": "Grace\x07Hopper"},
+        hire | {"id": 4, "name": "Fine"},
+    ]
     name = _forge_backup(folders, "hired_employees", BACKUP_TABLES["hired_employees"].avro_schema, employees)
     error = _assert_refused(engine, folders, before, "hired_employees", name, RestoreRefusedError, "3 row\\(s\\) break the data dictionary")
     assert {"name: missing", "name: not as ingestion stores it"} < set(error.details["failures_by_rule"])
@@ -294,12 +315,16 @@ def _records(table: str) -> st.SearchStrategy[list[dict]]:
     """Rows with unique ids and values around every rule's edges: text with inner, leading and
     trailing spaces, Unicode spaces, tabs, line breaks, other control characters, long runs."""
     pieces = [*"ab Zé😀 \t\n\x07\x1f\x7f", "\u00a0", "\u2003", "x" * 60]
-    text = _mostly(st.sampled_from(["Sales", "Zoë Ñandú-Søren", "李小龍", "a  b"]), st.lists(st.sampled_from(pieces), max_size=8).map("".join))
+    text = _mostly(
+        st.sampled_from(["Sales", "Zoë Ñandú-Søren", "李小龍", "a  b"]), st.lists(st.sampled_from(pieces), max_size=8).map("".join)
+    )
     ids = _mostly(st.integers(1, 2**31 - 1), st.sampled_from([-3, 0, 2**31 - 1]))
     row = {"departments": st.fixed_dictionaries({"department": text}), "jobs": st.fixed_dictionaries({"job": text})}.get(table)
     if table == "hired_employees":
         when = st.datetimes(min_value=datetime(1850, 1, 1), max_value=datetime(3100, 1, 1), timezones=st.just(UTC))
-        row = st.fixed_dictionaries({"name": text, "datetime": when, "department_id": _mostly(st.integers(1, 3), st.just(0)), "job_id": st.integers(1, 3)})
+        row = st.fixed_dictionaries(
+            {"name": text, "datetime": when, "department_id": _mostly(st.integers(1, 3), st.just(0)), "job_id": st.integers(1, 3)}
+        )
     return st.lists(st.tuples(ids, row), min_size=1, max_size=6, unique_by=lambda pair: pair[0]).map(
         lambda pairs: [{"id": key} | values for key, values in pairs]
     )
@@ -369,10 +394,21 @@ def test_restoring_departments_that_would_orphan_employees_is_refused(backed_up)
         conn.execute(data_tables["departments"].insert().values(id=13, department="Added after the backup"))
         conn.execute(
             data_tables["hired_employees"].insert(),
-            [{"id": 800000 + i, "name": "Hire", "datetime": datetime(2022, 1, 1, tzinfo=UTC), "department_id": 13, "job_id": 1} for i in range(3)],
+            [
+                {"id": 800000 + i, "name": "Hire", "datetime": datetime(2022, 1, 1, tzinfo=UTC), "department_id": 13, "job_id": 1}
+                for i in range(3)
+            ],
         )
     before = all_tables(engine)
-    error = _assert_refused(engine, folders, before, "departments", "latest", RestoreRefusedError, "3 row\\(s\\) of hired_employees via hired_employees.department_id -> departments.id")
+    error = _assert_refused(
+        engine,
+        folders,
+        before,
+        "departments",
+        "latest",
+        RestoreRefusedError,
+        "3 row\\(s\\) of hired_employees via hired_employees.department_id -> departments.id",
+    )
     assert error.details["orphan_count"] == 3
 
 
@@ -385,7 +421,15 @@ def test_restoring_employees_whose_departments_are_gone_is_refused(backed_up):
         conn.execute(employees.delete().where(employees.c.department_id == 12))
         conn.execute(departments.delete().where(departments.c.id == 12))
     before = all_tables(engine)
-    error = _assert_refused(engine, folders, before, "hired_employees", "latest", RestoreRefusedError, f"{lost:,} row\\(s\\) of hired_employees via hired_employees.department_id -> departments.id")
+    error = _assert_refused(
+        engine,
+        folders,
+        before,
+        "hired_employees",
+        "latest",
+        RestoreRefusedError,
+        f"{lost:,} row\\(s\\) of hired_employees via hired_employees.department_id -> departments.id",
+    )
     assert error.details["orphans"] == {"hired_employees.department_id -> departments.id": lost}
 
 
@@ -422,7 +466,9 @@ def test_an_incomplete_snapshot_is_refused_naming_the_missing_tables(backed_up):
     with engine.begin() as conn:
         conn.execute(data_tables["departments"].update().values(department="renamed"))
     before = all_tables(engine)
-    with pytest.raises(RestoreRefusedError, match=f"snapshot {snapshot_id} is incomplete: .*the backup of jobs, rejected_rows is gone") as raised:
+    with pytest.raises(
+        RestoreRefusedError, match=f"snapshot {snapshot_id} is incomplete: .*the backup of jobs, rejected_rows is gone"
+    ) as raised:
         restore_snapshot(engine, folders, snapshot_id)
     assert raised.value.details["missing_tables"] == ["jobs", "rejected_rows"]
     assert all_tables(engine) == before, "no table of the incomplete snapshot was restored"

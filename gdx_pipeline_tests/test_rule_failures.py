@@ -3,8 +3,7 @@ the dictionary's rules, on rows written around the pipeline, across chunk bounda
 
 import re
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gdx_pipeline.core.rule_failures import RuleFailures, reason_kind, stored_rows_failures
 from gdx_pipeline.core.warehouse import data_tables, write_transaction

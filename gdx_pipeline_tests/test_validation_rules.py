@@ -27,7 +27,10 @@ from gdx_pipeline.dictionary import (
 
 # Characters a name may or may not hold, by kind: controls, format characters (zero-width,
 # direction, BOM, tags), separators, the joiners, private use, unassigned, astral.
-ODD_CHARACTERS = "\t\x00\x01\x1f\x7f\r\x85\x9f\xad\u061c\u200b\u200c\u200d\u200e\u2028\u2029\u202e\u2066\ufeff\ue000\U000e0001\U000e007f\U0001d173\U0003134b\xa0\u3000"
+ODD_CHARACTERS = (
+    "\t\x00\x01\x1f\x7f\r\x85\x9f\xad\u061c\u200b\u200c\u200d\u200e\u2028\u2029\u202e\u2066\ufeff\ue000"
+    "\U000e0001\U000e007f\U0001d173\U0003134b\xa0\u3000"
+)
 
 
 def random_integer_text(rng: random.Random) -> str:
@@ -98,7 +101,9 @@ def test_a_schema_with_a_check_arrow_cannot_stand_in_for_is_judged_by_pandera() 
 
 def test_the_refused_characters_are_every_one_of_their_categories_in_all_of_unicode() -> None:
     """The dictionary scans only planes 0, 1 and 14 for them; this scans every code point."""
-    everywhere = {p for p in range(sys.maxunicode + 1) if unicodedata.category(chr(p)) in REFUSED_NAME_CATEGORIES and chr(p) not in NAME_JOINERS}
+    everywhere = {
+        p for p in range(sys.maxunicode + 1) if unicodedata.category(chr(p)) in REFUSED_NAME_CATEGORIES and chr(p) not in NAME_JOINERS
+    }
     assert refused_name_characters() == everywhere
     assert {0x85, 0x200B, 0x2028, 0x2029, 0x202E, 0xFEFF, 0xE0001} <= everywhere and not {0x200C, 0x200D, 0xE000} & everywhere
 

@@ -121,7 +121,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if error.status_code == 400:  # FastAPI could not decode a JSON body (not UTF-8, say): malformed, like bad JSON
             return error_response(422, "invalid_body", f"malformed JSON body: {error.detail}")
         phrase = HTTPStatus(error.status_code).phrase if error.status_code in HTTPStatus._value2member_map_ else "Error"
-        message = error.detail if isinstance(error.detail, str) and error.detail != phrase else _default_message(request, error.status_code, phrase)
+        message = (
+            error.detail
+            if isinstance(error.detail, str) and error.detail != phrase
+            else _default_message(request, error.status_code, phrase)
+        )
         headers = getattr(error, "headers", None)
         if error.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}

@@ -12,12 +12,11 @@ admits. Outgoing rows are typed exactly, from the same dictionary columns.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
-
-from typing_extensions import NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from typing_extensions import TypedDict
 
 from gdx_pipeline.api.settings import MAX_ROWS_PER_REQUEST
 from gdx_pipeline.core.metrics import QUARTERS

@@ -226,7 +226,9 @@ def _write_batch(
         upsert = StagedUpsert(conn, spec)
         upsert.add(validated.valid)
         counts = upsert.apply()
-        record_rejects(conn, spec, validated.rejected, source=source, source_sha256=None, run_id=run_id, request_id=request_id, at=started_at)
+        record_rejects(
+            conn, spec, validated.rejected, source=source, source_sha256=None, run_id=run_id, request_id=request_id, at=started_at
+        )
         record_ledger_entry(
             conn,
             table=spec.name,

@@ -40,7 +40,9 @@ def move_after_commit(path: Path, folders: DataFolders, snapshot: FileSnapshot, 
     move_unique(path, folders.processed, snapshot.sha256)
 
 
-def leave_for_next_run(engine: sa.Engine, folders: DataFolders, path: Path, outcome: FileOutcome, detail: str, run_id: str | None, log: Logger) -> None:
+def leave_for_next_run(
+    engine: sa.Engine, folders: DataFolders, path: Path, outcome: FileOutcome, detail: str, run_id: str | None, log: Logger
+) -> None:
     """Nothing of a file that changed while being read was applied: leave it for the next run,
     or quarantine it after repeated changes."""
     outcome.status = "changed"
@@ -73,7 +75,9 @@ def forget_changes(conn: sa.Connection, file_name: str) -> None:
     conn.execute(files_changed_while_read.delete().where(files_changed_while_read.c.file_name == file_name))
 
 
-def quarantine(engine: sa.Engine, folders: DataFolders, path: Path, outcome: FileOutcome, reason: str, run_id: str | None, log: Logger) -> None:
+def quarantine(
+    engine: sa.Engine, folders: DataFolders, path: Path, outcome: FileOutcome, reason: str, run_id: str | None, log: Logger
+) -> None:
     outcome.status, outcome.reason = "quarantined", reason
     target = move_unique(path, folders.quarantine, outcome.sha256)
     target.with_name(derived_file_name(target.name, ".reason.txt")).write_text(

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
@@ -81,7 +80,11 @@ def _read_from_rows(column: sa.Column, postgres: bool) -> sa.ColumnElement:
     table (benchmarks/results/metrics.md). PostgreSQL weighs its indexes against a
     parallel scan well by itself.
     """
-    return column.label(column.name) if postgres else UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type).label(column.name)
+    return (
+        column.label(column.name)
+        if postgres
+        else UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type).label(column.name)
+    )
 
 
 def _in_year(year: int, when: sa.ColumnElement | None = None) -> sa.ColumnElement[bool]:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from gdx_pipeline.core.ledger import RESTORE_PREFIX
 from gdx_pipeline.core.utc import as_utc
 from gdx_pipeline.core.warehouse import ingestion_ledger
+
 SHA256_SHOWN = 12  # hex digits of a file's sha256 shown beside its name
 NEWEST_FILES = 100  # files listed one by one; older ones are counted
 
@@ -105,16 +106,39 @@ def read_provenance(engine: sa.Engine, tables: Iterable[str], *, newest_files: i
     is_restore = ledger.source.startswith(RESTORE_PREFIX, autoescape=True)
     with engine.connect() as conn:
         files = [
-            FileLoad(r.table_name, r.source, r.sha256, r.rows_read, r.rows_inserted, r.rows_updated, r.rows_rejected, as_utc(r.finished_at), r.run_id)
+            FileLoad(
+                r.table_name,
+                r.source,
+                r.sha256,
+                r.rows_read,
+                r.rows_inserted,
+                r.rows_updated,
+                r.rows_rejected,
+                as_utc(r.finished_at),
+                r.run_id,
+            )
             for r in conn.execute(
-                sa.select(ingestion_ledger).where(of_tables, is_file).order_by(ledger.finished_at.desc(), ledger.id.desc()).limit(newest_files)
+                sa.select(ingestion_ledger)
+                .where(of_tables, is_file)
+                .order_by(ledger.finished_at.desc(), ledger.id.desc())
+                .limit(newest_files)
             )
         ]
         total_files, total_rows = conn.execute(
             sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(ledger.rows_read), 0)).where(of_tables, is_file)
         ).one()
         batches = [
-            BatchesSummary(r.table_name, r.source, r.batches, int(r.rows_read), int(r.rows_inserted), int(r.rows_updated), int(r.rows_rejected), as_utc(r.first_at), as_utc(r.last_at))
+            BatchesSummary(
+                r.table_name,
+                r.source,
+                r.batches,
+                int(r.rows_read),
+                int(r.rows_inserted),
+                int(r.rows_updated),
+                int(r.rows_rejected),
+                as_utc(r.first_at),
+                as_utc(r.last_at),
+            )
             for r in conn.execute(
                 sa.select(
                     ledger.table_name,
@@ -134,7 +158,9 @@ def read_provenance(engine: sa.Engine, tables: Iterable[str], *, newest_files: i
         ]
         restores = [
             Restore(r.table_name, r.source.removeprefix(RESTORE_PREFIX), r.rows_inserted, as_utc(r.finished_at))
-            for r in conn.execute(sa.select(ingestion_ledger).where(of_tables, is_restore).order_by(ledger.finished_at.desc(), ledger.id.desc()))
+            for r in conn.execute(
+                sa.select(ingestion_ledger).where(of_tables, is_restore).order_by(ledger.finished_at.desc(), ledger.id.desc())
+            )
         ]
     shown_rows = sum(f.rows_read for f in files)
     return Provenance(

@@ -39,7 +39,13 @@ class WarehouseContents:
 
 def cleared_folders(folders: DataFolders, include_backups: bool) -> dict[str, Path]:
     """The sub-folders a reset empties, by name: all but `backups/` unless asked."""
-    named = {"landing": folders.landing, "processed": folders.processed, "quarantine": folders.quarantine, "rejects": folders.rejects, "reports": folders.reports}
+    named = {
+        "landing": folders.landing,
+        "processed": folders.processed,
+        "quarantine": folders.quarantine,
+        "rejects": folders.rejects,
+        "reports": folders.reports,
+    }
     if include_backups:
         named["backups"] = folders.backups
     return named

@@ -77,7 +77,10 @@ def generate_globant_files(
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     departments = np.array(DEPARTMENTS, dtype=object)
-    _write_csv(folder / f"{prefix}departments.csv", {"id": np.arange(1, len(departments) + 1).astype(str).astype(object), "department": departments})
+    _write_csv(
+        folder / f"{prefix}departments.csv",
+        {"id": np.arange(1, len(departments) + 1).astype(str).astype(object), "department": departments},
+    )
     titles = np.array(job_titles(jobs), dtype=object)
     _write_csv(folder / f"{prefix}jobs.csv", {"id": np.arange(1, jobs + 1).astype(str).astype(object), "job": titles})
 

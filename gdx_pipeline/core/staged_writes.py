@@ -132,7 +132,9 @@ def on_conflict(conn: sa.Connection, columns: Sequence[str], key: str) -> str:
     if not others:
         return f"ON CONFLICT ({quote_identifier(conn, key)}) DO NOTHING"
     assignments = ", ".join(f"{quote_identifier(conn, c)} = excluded.{quote_identifier(conn, c)}" for c in others)
-    return f"ON CONFLICT ({quote_identifier(conn, key)}) DO UPDATE SET {assignments} WHERE {differs(conn, columns, key, 'target', 'excluded')}"
+    return (
+        f"ON CONFLICT ({quote_identifier(conn, key)}) DO UPDATE SET {assignments} WHERE {differs(conn, columns, key, 'target', 'excluded')}"
+    )
 
 
 class Stage:
@@ -353,7 +355,9 @@ class StagedUpsert:
         counts a row whose DO UPDATE condition was false as no change)."""
         target, key = self.stage.target, quote_identifier(self.conn, self.spec.primary_key)
         ids = json.dumps(table.column(self.spec.primary_key).to_pylist())
-        existing = self.conn.exec_driver_sql(f"SELECT count(*) FROM {target} WHERE {key} IN (SELECT value FROM json_each(?))", (ids,)).scalar_one()
+        existing = self.conn.exec_driver_sql(
+            f"SELECT count(*) FROM {target} WHERE {key} IN (SELECT value FROM json_each(?))", (ids,)
+        ).scalar_one()
         columns = self.spec.columns
         changed = self.conn.exec_driver_sql(
             f"INSERT INTO {target} AS target ({columns_list(self.conn, columns)}) VALUES ({', '.join('?' for _ in columns)}) "
@@ -370,7 +374,8 @@ class StagedUpsert:
         stage.create()
         stage.add([table])
         existing, changed = self.conn.exec_driver_sql(
-            f"SELECT count(*), coalesce(sum(CASE WHEN {differs(self.conn, self.spec.columns, self.spec.primary_key, 'target', 'stage')} THEN 1 ELSE 0 END), 0) "
+            "SELECT count(*), coalesce(sum(CASE WHEN "
+            f"{differs(self.conn, self.spec.columns, self.spec.primary_key, 'target', 'stage')} THEN 1 ELSE 0 END), 0) "
             f"FROM {stage.ref} AS stage JOIN {stage.target} AS target ON target.{key} = stage.{key}"
         ).one()
         self.conn.exec_driver_sql(stage.upsert_sql(self.spec.primary_key))

@@ -30,7 +30,9 @@ from gdx_pipeline.dictionary import ID_MAX, NAME_CHARACTERS_PATTERN, NAME_CHARAC
 # as its JSON Schema pattern. [0-9], not \d: Python's \d also matches other scripts' digits.
 INTEGER_PATTERN = r"^[+-]?[0-9]+$"
 # ISO-8601 date and time with a Z or a numeric offset (RFC 3339 also allows a space for the T).
-ISO_DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+ISO_DATETIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+)
 _INSTANT = pa.timestamp("us", tz="UTC")
 _MAX_INT_DIGITS = 18  # anything longer cannot be an int64, let alone an int32 id
 
@@ -272,7 +274,10 @@ class ArrowRules:
             translatable = not schema.checks and all(
                 not column.unique
                 and not column.regex
-                and all(check.name in cls.TRANSLATED and not check.element_wise and isinstance(check.statistics.get("pattern", ""), str) for check in column.checks)
+                and all(
+                    check.name in cls.TRANSLATED and not check.element_wise and isinstance(check.statistics.get("pattern", ""), str)
+                    for check in column.checks
+                )
                 for column in columns
             )
             cls._by_schema[id(schema)] = (schema, cls(schema) if translatable else None)
@@ -288,7 +293,10 @@ class ArrowRules:
                 found += [(name, NOT_NULLABLE, None, int(row)) for row in np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))]
             for check in column.checks:
                 passed = pc.fill_null(self.TRANSLATED[check.name](values, check.statistics), True)  # checks ignore nulls
-                found += [(name, check.error, values[int(row)].as_py(), int(row)) for row in np.flatnonzero(pc.invert(passed).to_numpy(zero_copy_only=False))]
+                found += [
+                    (name, check.error, values[int(row)].as_py(), int(row))
+                    for row in np.flatnonzero(pc.invert(passed).to_numpy(zero_copy_only=False))
+                ]
         return found
 
 
@@ -327,7 +335,9 @@ class RowValidator:
             order = {column: i for i, column in enumerate(self.spec.columns)}
             for row in sorted(reasons):
                 line = int(block.lines[row])
-                rejected.append(RejectedRow(line, block.raw_lines[line], sorted(reasons[row], key=lambda r: order.get(r.split(":")[0], -1))))
+                rejected.append(
+                    RejectedRow(line, block.raw_lines[line], sorted(reasons[row], key=lambda r: order.get(r.split(":")[0], -1)))
+                )
             if reasons:
                 keep = np.ones(typed.num_rows, dtype=bool)
                 keep[list(reasons)] = False

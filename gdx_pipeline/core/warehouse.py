@@ -87,7 +87,9 @@ only_on("postgresql", sa.Index("ix_hired_employees_datetime", data_tables["hired
 # a batch's new rows land together at the end of their year's entries.
 # The year is the UTC timestamp text's ("YYYY-MM-DD HH:MM:SS.ffffff") first four characters;
 # literal arguments, so the queries that use this expression match the index's exactly.
-SQLITE_HIRE_YEAR = sa.func.substr(data_tables["hired_employees"].c.datetime, sa.literal_column("1"), sa.literal_column("4"), type_=sa.String)
+SQLITE_HIRE_YEAR = sa.func.substr(
+    data_tables["hired_employees"].c.datetime, sa.literal_column("1"), sa.literal_column("4"), type_=sa.String
+)
 only_on("sqlite", sa.Index("ix_hired_employees_year", SQLITE_HIRE_YEAR))
 # SQLite indexes that older versions created and this one no longer wants.
 RETIRED_SQLITE_INDEXES = ("ix_hired_employees_datetime",)
@@ -149,7 +151,9 @@ files_changed_while_read = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("file_name", sa.String(512), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False, comment="Hash of the file before it was read; empty if it changed while being hashed."),
+    sa.Column(
+        "sha256", sa.String(64), nullable=False, comment="Hash of the file before it was read; empty if it changed while being hashed."
+    ),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("run_id", sa.String(64), nullable=True),
@@ -180,7 +184,12 @@ metric_quarterly_hires = sa.Table(
     sa.Column("department", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("departments", "department")),
     sa.Column("job", sa.String(NAME_MAX_LENGTH), nullable=False, comment=_described("jobs", "job")),
     *(
-        sa.Column(q.lower(), sa.Integer, nullable=False, comment=f"Employees hired into this department and job in {q} ({_QUARTER_MONTHS[q]}, UTC).")
+        sa.Column(
+            q.lower(),
+            sa.Integer,
+            nullable=False,
+            comment=f"Employees hired into this department and job in {q} ({_QUARTER_MONTHS[q]}, UTC).",
+        )
         for q in QUARTERS
     ),
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment=_COMPUTED_AT),

@@ -12,8 +12,8 @@ wrong answer.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -31,7 +31,9 @@ PERSONAL_DATA_TABLES = frozenset({"hired_employees", "rejected_rows"})
 
 def package_modules(folder: str) -> tuple[str, ...]:
     """Every Python module of a package folder, so a module added to it later is covered too."""
-    return tuple(sorted(f"{folder}/{entry.name}" for entry in files("gdx_pipeline").joinpath(folder).iterdir() if entry.name.endswith(".py")))
+    return tuple(
+        sorted(f"{folder}/{entry.name}" for entry in files("gdx_pipeline").joinpath(folder).iterdir() if entry.name.endswith(".py"))
+    )
 
 
 # The source files (relative to the package) whose logic decides each kind of asset's content.
@@ -47,7 +49,13 @@ INGEST_LOGIC = (
 )
 METRICS_LOGIC = ("core/metrics.py",)
 DASHBOARD_LOGIC = ("core/metrics.py", *package_modules("core/dashboard"), "core/dashboard/template.html", "core/provenance.py")
-BACKUP_LOGIC = ("dictionary.py", "core/backups/avro_schema.py", "core/backups/avro_writer.py", "core/backups/snapshot.py", "core/backups/take.py")
+BACKUP_LOGIC = (
+    "dictionary.py",
+    "core/backups/avro_schema.py",
+    "core/backups/avro_writer.py",
+    "core/backups/snapshot.py",
+    "core/backups/take.py",
+)
 
 # A missed run shows as WARN an hour after it was due, and as FAIL after two.
 FRESHNESS_WARN_GRACE = timedelta(hours=1)

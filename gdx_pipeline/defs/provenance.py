@@ -71,7 +71,19 @@ def provenance_metadata(provenance: Provenance) -> dict[str, object]:
         for b in provenance.batches
     ]
     records += [
-        dg.TableRecord({"kind": "restore", "table": r.table, "source": r.backup, "sha256": "", "loads": 1, "rows_read": 0, "rows_loaded": r.rows, "rows_rejected": 0, "at": r.restored_at.isoformat()})
+        dg.TableRecord(
+            {
+                "kind": "restore",
+                "table": r.table,
+                "source": r.backup,
+                "sha256": "",
+                "loads": 1,
+                "rows_read": 0,
+                "rows_loaded": r.rows,
+                "rows_rejected": 0,
+                "at": r.restored_at.isoformat(),
+            }
+        )
         for r in provenance.restores
     ]
     metadata: dict[str, object] = {

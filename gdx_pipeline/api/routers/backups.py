@@ -136,7 +136,10 @@ def get_backups(table: BackupTableName, settings: Settings) -> list[Backup]:
     summary="Replace a table's contents with a verified backup (runs restore_table_job)",
     responses={
         **_WRITE_ERRORS,
-        409: {"model": ErrorResponse, "description": "Restore refused (the backup failed verification, or keys would break); nothing changed."},
+        409: {
+            "model": ErrorResponse,
+            "description": "Restore refused (the backup failed verification, or keys would break); nothing changed.",
+        },
     },
 )
 async def restore(

@@ -32,6 +32,8 @@ def health(request: Request):  # noqa: ANN201
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError as error:
-        body = Health(status="unavailable", database=f"unreachable ({type(error).__name__})", dialect=engine.dialect.name, version=package_version())
+        body = Health(
+            status="unavailable", database=f"unreachable ({type(error).__name__})", dialect=engine.dialect.name, version=package_version()
+        )
         return JSONResponse(body.model_dump(), status_code=503)
     return Health(status="ok", database="reachable", dialect=engine.dialect.name, version=package_version())

@@ -73,7 +73,9 @@ def json_block(models: TableModels, body: bytes, max_rows: int) -> RecordBlock:
         problems = error.errors(include_url=False, include_input=False)
         if any(p["type"] == "json_invalid" for p in problems):
             raise InvalidBody(malformed_json_message(body, problems[0]["ctx"]["error"])) from None
-        raise InvalidBody(f'expected {{"rows": [ {{...}}, ... ]}} with 1 to {max_rows:,} objects: {describe_validation_errors(problems)}') from None
+        raise InvalidBody(
+            f'expected {{"rows": [ {{...}}, ... ]}} with 1 to {max_rows:,} objects: {describe_validation_errors(problems)}'
+        ) from None
     if len(batch.rows) > max_rows:
         raise PayloadTooLarge(f"{len(batch.rows):,} rows in one request; send at most {max_rows:,} per request")
     return block_from_mappings(models.spec, batch.rows)
@@ -161,7 +163,9 @@ def add_table_routes(router: APIRouter, models: TableModels) -> None:
     ) -> BatchResult:
         media_type = media_type_of(request)
         if media_type not in BLOCK_READERS:
-            raise UnsupportedMediaType(f"send application/json or text/csv, not {excerpt(media_type) if media_type else 'a body without Content-Type'}")
+            raise UnsupportedMediaType(
+                f"send application/json or text/csv, not {excerpt(media_type) if media_type else 'a body without Content-Type'}"
+            )
         body = await request.body()
         request_id = request_id_for(request)
 

@@ -35,7 +35,9 @@ class AvroFileSpec:
     timestamp_columns: tuple[str, ...]
 
     def to_json(self) -> str:
-        return json.dumps({"schema": self.schema, "codec": self.codec, "metadata": self.metadata, "timestamp_columns": list(self.timestamp_columns)})
+        return json.dumps(
+            {"schema": self.schema, "codec": self.codec, "metadata": self.metadata, "timestamp_columns": list(self.timestamp_columns)}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> AvroFileSpec:

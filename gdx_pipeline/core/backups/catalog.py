@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gdx_pipeline.core.atomic_files import PART_SUFFIX  # hidden files being written; retention sweeps stale ones
+# Re-exported: the suffix of hidden files being written; retention sweeps stale ones.
+from gdx_pipeline.core.atomic_files import PART_SUFFIX as PART_SUFFIX
 from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES
 from gdx_pipeline.core.backups.errors import BackupNotFoundError, InvalidBackupNameError, UnknownBackupTableError
 from gdx_pipeline.core.backups.verify import check_snapshot_whole

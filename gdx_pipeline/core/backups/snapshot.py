@@ -16,8 +16,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, BackupTable
-from gdx_pipeline.core.warehouse import quote_identifier
-from gdx_pipeline.core.warehouse import is_postgres
+from gdx_pipeline.core.warehouse import is_postgres, quote_identifier
 
 CHUNK_ROWS = 100_000
 
@@ -66,7 +65,9 @@ class SnapshotReader:
             conn = self._stack.enter_context(self.engine.connect().execution_options(isolation_level="REPEATABLE READ"))
             self._stack.enter_context(conn.begin())
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            conn.exec_driver_sql(f"LOCK TABLE {', '.join(quote_identifier(conn, name) for name in lock_order(BACKUP_TABLES))} IN ACCESS SHARE MODE")
+            conn.exec_driver_sql(
+                f"LOCK TABLE {', '.join(quote_identifier(conn, name) for name in lock_order(BACKUP_TABLES))} IN ACCESS SHARE MODE"
+            )
             # The snapshot is taken by the first query after the locks; take it now, so all tables share it.
             conn.exec_driver_sql("SELECT 1")
             self._conn = conn
@@ -102,7 +103,8 @@ class SnapshotReader:
             # Epoch microseconds, exact (extract returns numeric), independent of the session's time zone.
             selected.append(f"(extract(epoch FROM {name}) * 1000000)::bigint" if column.kind == "timestamp" else name)
         query = (
-            f"COPY (SELECT {', '.join(selected)} FROM {quote_identifier(conn, table.name)} ORDER BY {quote_identifier(conn, table.primary_key)}) "
+            f"COPY (SELECT {', '.join(selected)} FROM {quote_identifier(conn, table.name)} "
+            f"ORDER BY {quote_identifier(conn, table.primary_key)}) "
             "TO STDOUT (FORMAT csv)"
         )
         target = arrow_schema(table)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import sqlalchemy as sa
 
+from gdx_pipeline.core.atomic_files import write_text_atomically
 from gdx_pipeline.core.backups import avro_writer
 from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, BackupTable
 from gdx_pipeline.core.backups.avro_writer import AvroFileSpec, WrittenFile, write_avro
@@ -33,7 +34,6 @@ from gdx_pipeline.core.backups.catalog import MANIFEST_FORMAT, PART_SUFFIX, back
 from gdx_pipeline.core.backups.errors import BackupError
 from gdx_pipeline.core.backups.retention import discard_stale_spools, prune_backups
 from gdx_pipeline.core.backups.snapshot import CHUNK_ROWS, SnapshotReader
-from gdx_pipeline.core.atomic_files import write_text_atomically
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.logger import Logger
 from gdx_pipeline.core.utc import now_utc
@@ -234,7 +234,9 @@ def _write_in_helper(part: Path, spec: AvroFileSpec, batches: Iterator[pa.Record
         if helper.returncode != 0 or sent == 0:
             errors.seek(0)
             detail = errors.read().decode("utf-8", "replace").strip().splitlines()
-            raise BackupError(f"the Avro writer process failed ({detail[-1] if detail else f'exit status {helper.returncode}'}); no backup was written")
+            raise BackupError(
+                f"the Avro writer process failed ({detail[-1] if detail else f'exit status {helper.returncode}'}); no backup was written"
+            )
     written = WrittenFile(**json.loads(output))
     if written.rows != sent:
         raise BackupError(f"the Avro writer process wrote {written.rows:,} rows of {sent:,}; no backup was written")

@@ -26,7 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import sqlalchemy as sa
 
-from gdx_pipeline.core.backups.avro_schema import BACKUP_TABLES, BackupTable, backup_table_named, referencing_tables, schema_fingerprint, schema_signature
+from gdx_pipeline.core.backups.avro_schema import (
+    BACKUP_TABLES,
+    BackupTable,
+    backup_table_named,
+    referencing_tables,
+    schema_fingerprint,
+    schema_signature,
+)
 from gdx_pipeline.core.backups.errors import RestoreRefusedError
 from gdx_pipeline.core.backups.snapshot import CHUNK_ROWS, arrow_schema, arrow_type
 from gdx_pipeline.core.csv_source import RecordBlock, file_sha256
@@ -87,10 +94,18 @@ def verify_backup(info: BackupInfo, spool_dir: Path, *, chunk_rows: int = CHUNK_
     table = backup_table_named(info.table)
     size = info.path.stat().st_size
     if size != info.bytes:
-        raise _refuse(info, f"the file has {size:,} bytes but its manifest says {info.bytes:,} (truncated or changed)", {"bytes": size, "expected_bytes": info.bytes})
+        raise _refuse(
+            info,
+            f"the file has {size:,} bytes but its manifest says {info.bytes:,} (truncated or changed)",
+            {"bytes": size, "expected_bytes": info.bytes},
+        )
     actual = file_sha256(info.path)
     if actual != info.sha256:
-        raise _refuse(info, f"sha256 {actual[:12]}… does not match the manifest's {info.sha256[:12]}… (the file is corrupt or was changed)", {"sha256": actual, "expected_sha256": info.sha256})
+        raise _refuse(
+            info,
+            f"sha256 {actual[:12]}… does not match the manifest's {info.sha256[:12]}… (the file is corrupt or was changed)",
+            {"sha256": actual, "expected_sha256": info.sha256},
+        )
     spool = spool_dir / f"{info.name}.arrows"
     checker = _RowChecker(table)
     try:
@@ -107,7 +122,9 @@ def verify_backup(info: BackupInfo, spool_dir: Path, *, chunk_rows: int = CHUNK_
                     try:
                         records = list(itertools.islice(reader, chunk_rows))
                     except Exception as error:
-                        raise _refuse(info, f"the Avro data cannot be read after row {checker.rows:,} ({type(error).__name__}: {error})") from None
+                        raise _refuse(
+                            info, f"the Avro data cannot be read after row {checker.rows:,} ({type(error).__name__}: {error})"
+                        ) from None
                     if not records:
                         break
                     try:
@@ -133,7 +150,11 @@ def verify_backup(info: BackupInfo, spool_dir: Path, *, chunk_rows: int = CHUNK_
         )
     if checker.rows != info.rows:
         spool.unlink(missing_ok=True)
-        raise _refuse(info, f"the file holds {checker.rows:,} rows but its manifest says {info.rows:,}", {"rows": checker.rows, "expected_rows": info.rows})
+        raise _refuse(
+            info,
+            f"the file holds {checker.rows:,} rows but its manifest says {info.rows:,}",
+            {"rows": checker.rows, "expected_rows": info.rows},
+        )
     log.info(f"{info.name}: verified {checker.rows:,} rows (sha256, schema, data dictionary)")
     return VerifiedBackup(info, table, spool, checker.rows, checker.distinct_ids(), checker.foreign_value_counts())
 
@@ -163,7 +184,11 @@ def _check_schema(info: BackupInfo, table: BackupTable, writer_schema: str) -> N
             raise _refuse(info, "the manifest's schema fingerprint does not match the file")
         return
     differences = _schema_differences(found, expected)
-    raise _refuse(info, f"its Avro schema does not match the data dictionary for {table.name} ({'; '.join(differences)})", {"schema_differences": differences})
+    raise _refuse(
+        info,
+        f"its Avro schema does not match the data dictionary for {table.name} ({'; '.join(differences)})",
+        {"schema_differences": differences},
+    )
 
 
 def _schema_differences(found: object, expected: dict) -> list[str]:
@@ -261,7 +286,9 @@ class _RowChecker:
         for column in self.table.columns:
             if column.max_length is None:
                 continue
-            too_long = pc.fill_null(pc.greater(pc.utf8_length(batch.column(column.name)), column.max_length), False).to_numpy(zero_copy_only=False)
+            too_long = pc.fill_null(pc.greater(pc.utf8_length(batch.column(column.name)), column.max_length), False).to_numpy(
+                zero_copy_only=False
+            )
             if too_long.any():
                 self.failures.count(f"{column.name}: longer than {column.max_length} characters", int(too_long.sum()))
                 bad |= too_long
@@ -303,7 +330,9 @@ def check_foreign_keys(conn: sa.Connection, by_table: dict[str, VerifiedBackup])
             if missing:
                 broken[f"{child.name}.{fk.column} -> {name}.{fk.target_column}"] = missing
     if broken:
-        listing = "; ".join(f"{count:,} row(s) of {reference.split(' -> ')[0].split('.')[0]} via {reference}" for reference, count in broken.items())
+        listing = "; ".join(
+            f"{count:,} row(s) of {reference.split(' -> ')[0].split('.')[0]} via {reference}" for reference, count in broken.items()
+        )
         files = ", ".join(item.info.name for item in by_table.values())
         raise RestoreRefusedError(
             f"{files}: restoring would break foreign keys: {listing}. Nothing was restored; the tables are unchanged. "
@@ -318,7 +347,9 @@ def _distinct_ids(conn: sa.Connection, table: str, column: str) -> np.ndarray:
 
 
 def _value_counts(conn: sa.Connection, table: str, column: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = conn.exec_driver_sql(f"SELECT {quote_identifier(conn, column)}, count(*) FROM {quote_identifier(conn, table)} GROUP BY {quote_identifier(conn, column)}").all()
+    rows = conn.exec_driver_sql(
+        f"SELECT {quote_identifier(conn, column)}, count(*) FROM {quote_identifier(conn, table)} GROUP BY {quote_identifier(conn, column)}"
+    ).all()
     if not rows:
         return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
     values, counts = zip(*rows)

@@ -130,7 +130,11 @@ def _parse_slow(block: Block, spec: TableSpec) -> RecordBlock:
         lines.append(line)
         raw_by_line[line] = raw
     return RecordBlock(
-        fields=string_table(columns, rows), lines=np.array(lines, dtype=np.int64), malformed=malformed, raw_lines=raw_by_line, rows_read=total
+        fields=string_table(columns, rows),
+        lines=np.array(lines, dtype=np.int64),
+        malformed=malformed,
+        raw_lines=raw_by_line,
+        rows_read=total,
     )
 
 

@@ -221,4 +221,6 @@ class _LongRecordReading:
 
     def finish(self, end: int, *, open_quote: bool) -> LongRecord:
         self._check.decode(b"", self.last_line, final=True)
-        return LongRecord(self.first_line, self.last_line, self.size, "".join(self._head), LongLine(self.chars, self.start, end), open_quote)
+        return LongRecord(
+            self.first_line, self.last_line, self.size, "".join(self._head), LongLine(self.chars, self.start, end), open_quote
+        )

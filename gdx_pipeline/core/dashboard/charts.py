@@ -26,7 +26,8 @@ def _svg_text(x: float, y: float, text: str, anchor: str = "start", css: str = "
 
 def _legend(x: float, items: list[tuple[str, str]], step: float = 70) -> str:
     return "".join(
-        f'<rect x="{x + i * step:.1f}" y="6" width="14" height="14" fill="{colour}"/>' + _svg_text(x + i * step + 19, 18, label, css="legend")
+        f'<rect x="{x + i * step:.1f}" y="6" width="14" height="14" fill="{colour}"/>'
+        + _svg_text(x + i * step + 19, 18, label, css="legend")
         for i, (label, colour) in enumerate(items)
     )
 

@@ -35,7 +35,16 @@ def provenance_section(provenance: Provenance) -> str:
     if provenance.is_empty:
         return '<p class="no-data">Nothing has been loaded yet.</p>'
     rows = [
-        (f.table, "file", f.file, f.sha256_prefix, f"{f.rows_read:,}", f"{f.rows_inserted + f.rows_updated:,}", f"{f.rows_rejected:,}", utc_time(f.loaded_at))
+        (
+            f.table,
+            "file",
+            f.file,
+            f.sha256_prefix,
+            f"{f.rows_read:,}",
+            f"{f.rows_inserted + f.rows_updated:,}",
+            f"{f.rows_rejected:,}",
+            utc_time(f.loaded_at),
+        )
         for f in provenance.files
     ]
     rows += [
@@ -55,14 +64,26 @@ def provenance_section(provenance: Provenance) -> str:
     body = "\n".join("<tr>" + "".join(f"<td>{escaped(cell)}</td>" for cell in row) + "</tr>" for row in rows)
     head = "".join(
         f'<th scope="col">{label}</th>'
-        for label in ("table", "kind", "file or source", "sha256 (first 12)", "rows read", "rows loaded", "rows rejected", "committed at (UTC)")
+        for label in (
+            "table",
+            "kind",
+            "file or source",
+            "sha256 (first 12)",
+            "rows read",
+            "rows loaded",
+            "rows rejected",
+            "committed at (UTC)",
+        )
     )
     older = (
-        f"<p>And {provenance.older_files:,} older file(s), {provenance.older_file_rows:,} rows read, not listed.</p>" if provenance.older_files else ""
+        f"<p>And {provenance.older_files:,} older file(s), {provenance.older_file_rows:,} rows read, not listed.</p>"
+        if provenance.older_files
+        else ""
     )
     summary = (
         f"<p>{provenance.file_count:,} file(s), {provenance.batch_count:,} API batch(es) and {len(provenance.restores):,} restore(s) "
         "fed the warehouse, from the ingestion ledger, newest first. A file is named with the first digits of its sha256, "
         "so the shipped demo sample and the real files tell apart even under the same name.</p>"
     )
-    return f'{summary}<div class="scroll"><table id="sources-table"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table></div>{older}'
+    table = f'<table id="sources-table"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
+    return f'{summary}<div class="scroll">{table}</div>{older}'

@@ -12,6 +12,15 @@ from gdx_pipeline.core.metrics import QUARTERS
 def year_panel(data: DashboardData, year: int) -> str:
     metrics, previous = data.years[year], data.previous(year)
     hidden = "" if year == data.selected_year else " hidden"
+    quarterly = f"quarterly-table-{year}"
+    quarterly_caption = (
+        f'<span class="row-count" data-table="{quarterly}">{len(metrics.quarterly)}</span> department and job pair(s) '
+        f"with at least one hire in {year}, by department, then job. Click a column to sort."
+    )
+    quarterly_filter = (
+        f'<input type="search" class="table-filter" data-table="{quarterly}" placeholder="Filter by department or job" '
+        f'aria-label="Filter {year} by department or job">'
+    )
     return f"""<section class="year-panel" id="year-{year}" data-year="{year}"{hidden}>
 <h2 class="panel-title">{year}, beside {previous.year}</h2>
 <div class="cards">
@@ -35,8 +44,8 @@ def year_panel(data: DashboardData, year: int) -> str:
 </section>
 <section class="panel-quarterly">
 <h3>Hires per quarter by department and job</h3>
-<p class="caption"><span class="row-count" data-table="quarterly-table-{year}">{len(metrics.quarterly)}</span> department and job pair(s) with at least one hire in {year}, by department, then job. Click a column to sort.</p>
-<input type="search" class="table-filter" data-table="quarterly-table-{year}" placeholder="Filter by department or job" aria-label="Filter {year} by department or job">
+<p class="caption">{quarterly_caption}</p>
+{quarterly_filter}
 <div class="scroll">{_quarterly_table(metrics)}</div>
 </section>
 <p class="note">Rows rejected at load are in none of these numbers: see <a href="#left-out">what is left out</a>.</p>
@@ -56,7 +65,12 @@ def _mean_text(mean: float | None) -> str:
 def _cards(metrics: YearMetrics, previous: YearMetrics) -> str:
     above, above_before = len(metrics.above_mean), len(previous.above_mean)
     cards = [
-        ("hires", f"Employees hired in {metrics.year}", f"{metrics.hires:,}", f"{previous.year}: {previous.hires:,} ({change_text(metrics.hires, previous.hires)})"),
+        (
+            "hires",
+            f"Employees hired in {metrics.year}",
+            f"{metrics.hires:,}",
+            f"{previous.year}: {previous.hires:,} ({change_text(metrics.hires, previous.hires)})",
+        ),
         (
             "departments",
             "Departments hiring",
@@ -64,7 +78,12 @@ def _cards(metrics: YearMetrics, previous: YearMetrics) -> str:
             f"{previous.year}: {previous.departments_hiring:,} ({change_text(metrics.departments_hiring, previous.departments_hiring)})",
         ),
         ("mean", "Mean hires per hiring department", _mean_text(metrics.mean), f"{previous.year}: {_mean_text(previous.mean)}"),
-        ("above-mean", "Departments above the mean", f"{above:,}", f"{previous.year}: {above_before:,} ({change_text(above, above_before)})"),
+        (
+            "above-mean",
+            "Departments above the mean",
+            f"{above:,}",
+            f"{previous.year}: {above_before:,} ({change_text(above, above_before)})",
+        ),
     ]
     return "\n".join(
         f'<div class="card" data-card="{key}"><div class="card-label">{escaped(label)}</div>'
@@ -94,7 +113,8 @@ def _mean_caption(metrics: YearMetrics) -> str:
 def _table(table_id: str, headers: list[tuple[str, str]], rows: list[list[tuple[object, str]]], empty: str) -> str:
     """A sortable table: each header is a button; numeric cells carry their value for sorting."""
     head = "".join(
-        f'<th scope="col" data-type="{kind}" aria-sort="none"><button type="button">{escaped(label)}</button></th>' for label, kind in headers
+        f'<th scope="col" data-type="{kind}" aria-sort="none"><button type="button">{escaped(label)}</button></th>'
+        for label, kind in headers
     )
     if not rows:
         body = f'<tr class="empty"><td colspan="{len(headers)}">{escaped(empty)}</td></tr>'
@@ -119,7 +139,12 @@ def _above_mean_table(metrics: YearMetrics) -> str:
 
 def _quarterly_table(metrics: YearMetrics) -> str:
     rows = [
-        [(r.department, "text"), (r.job, "text"), *((getattr(r, q), "number") for q in QUARTERS), (sum(getattr(r, q) for q in QUARTERS), "number")]
+        [
+            (r.department, "text"),
+            (r.job, "text"),
+            *((getattr(r, q), "number") for q in QUARTERS),
+            (sum(getattr(r, q) for q in QUARTERS), "number"),
+        ]
         for r in metrics.quarterly.itertuples(index=False)
     ]
     headers = [("department", "text"), ("job", "text"), *((q, "number") for q in QUARTERS), ("total", "number")]

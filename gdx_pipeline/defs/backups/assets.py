@@ -102,7 +102,11 @@ def table_backups(
                 asset_key=key,
                 check_name=ROWS_MATCH_SNAPSHOT,
                 passed=result.rows == result.snapshot_rows,
-                metadata={"rows_written": result.rows, "snapshot_rows": result.snapshot_rows, "difference": result.rows - result.snapshot_rows},
+                metadata={
+                    "rows_written": result.rows,
+                    "snapshot_rows": result.snapshot_rows,
+                    "difference": result.rows - result.snapshot_rows,
+                },
             )
 
 

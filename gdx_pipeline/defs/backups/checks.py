@@ -22,7 +22,9 @@ def latest_backup_result(folders: DataFolders, table: str) -> dg.AssetCheckResul
     key = backup_asset_key(table)
     backups = list_backups(folders, table)
     if not backups:
-        return dg.AssetCheckResult(asset_key=key, check_name=LATEST_BACKUP_INTACT, passed=False, metadata={"backups": 0}, description=f"no backup of {table} yet")
+        return dg.AssetCheckResult(
+            asset_key=key, check_name=LATEST_BACKUP_INTACT, passed=False, metadata={"backups": 0}, description=f"no backup of {table} yet"
+        )
     newest = backups[0]
     intact = file_sha256(newest.path) == newest.sha256
     return dg.AssetCheckResult(
@@ -42,7 +44,11 @@ def latest_backup_result(folders: DataFolders, table: str) -> dg.AssetCheckResul
 
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec(LATEST_BACKUP_INTACT, asset=backup_asset_key(table), description=f"The newest backup of {table} exists and its sha256 matches its manifest.")
+        dg.AssetCheckSpec(
+            LATEST_BACKUP_INTACT,
+            asset=backup_asset_key(table),
+            description=f"The newest backup of {table} exists and its sha256 matches its manifest.",
+        )
         for table in BACKUP_TABLES
     ],
     can_subset=True,

@@ -69,7 +69,9 @@ def _failure(context: dg.OpExecutionContext, error: BackupError) -> dg.Failure:
     the failure's stack of framework frames."""
     context.log.error(str(error))
     details = error.details if isinstance(error, RestoreRefusedError) else {}
-    return dg.Failure(description=str(error), metadata={key: _metadata_value(value) for key, value in details.items()} or None, allow_retries=False)
+    return dg.Failure(
+        description=str(error), metadata={key: _metadata_value(value) for key, value in details.items()} or None, allow_retries=False
+    )
 
 
 def _metadata_value(value: object) -> object:
@@ -89,7 +91,9 @@ def restore_table_op(
     context: dg.OpExecutionContext, config: RestoreTableConfig, warehouse: WarehouseResource, data_folder: DataFolderResource
 ) -> None:
     try:
-        result = restore_table(warehouse.engine(), data_folder.folders(), config.table.value, config.backup, run_id=context.run_id, log=context.log)
+        result = restore_table(
+            warehouse.engine(), data_folder.folders(), config.table.value, config.backup, run_id=context.run_id, log=context.log
+        )
     except BackupError as error:
         raise _failure(context, error) from None
     _record_restores(context, [result])

@@ -107,7 +107,8 @@ def build_table_asset(spec: TableSpec) -> dg.AssetsDefinition:
         tags=asset_tags("warehouse", pii=spec.name in PERSONAL_DATA_TABLES),
         code_version=INGEST_CODE_VERSION,
         kinds={"csv", "pandera", "sql"},
-        description=f"{spec.description}\n\nLoaded from landing files `{spec.name}*.csv`: every row validated against the data dictionary; valid rows upserted by id, invalid rows kept in `rejected_rows` with their reasons.",
+        description=f"{spec.description}\n\nLoaded from landing files `{spec.name}*.csv`: every row validated against the data "
+        "dictionary; valid rows upserted by id, invalid rows kept in `rejected_rows` with their reasons.",
         deps=["landing_files", *{fk.table for fk in spec.foreign_keys}],
         metadata={"dagster/column_schema": table_column_schema(spec), "dagster/table_name": spec.name},
         check_specs=[
@@ -215,9 +216,12 @@ def rejected_rows(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     code_version=INGEST_CODE_VERSION,
     kinds={"csv"},
     deps=["landing_files", *TABLES],
-    description="Files moved to quarantine/ because they could not be read at all. Fails the run that quarantined one, after every other file was applied.",
+    description="Files moved to quarantine/ because they could not be read at all. "
+    "Fails the run that quarantined one, after every other file was applied.",
 )
-def quarantined_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource) -> dg.MaterializeResult:
+def quarantined_files(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource
+) -> dg.MaterializeResult:
     table = quarantined_files_table
     with warehouse.engine().connect() as conn:
         this_run = conn.execute(sa.select(table.c.file_name, table.c.reason).where(table.c.run_id == context.run_id)).all()
@@ -230,4 +234,6 @@ def quarantined_files(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             metadata={"quarantined": dg.MetadataValue.json(dict(this_run))},
             allow_retries=False,
         )
-    return dg.MaterializeResult(metadata={"dagster/row_count": total, "quarantine_folder": dg.MetadataValue.path(str(data_folder.folders().quarantine))})
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": total, "quarantine_folder": dg.MetadataValue.path(str(data_folder.folders().quarantine))}
+    )

@@ -72,7 +72,8 @@ def build_table_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
             inserted, deleted = ledger_totals(conn, spec.name)
         expected = inserted - deleted
         return dg.AssetCheckResult(
-            passed=rows == expected, metadata={"rows": rows, "ledger_inserted": inserted, "ledger_deleted": deleted, "difference": rows - expected}
+            passed=rows == expected,
+            metadata={"rows": rows, "ledger_inserted": inserted, "ledger_deleted": deleted, "difference": rows - expected},
         )
 
     checks = [matches_dictionary, ids_unique, counts_match_ledger]

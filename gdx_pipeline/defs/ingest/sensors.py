@@ -48,14 +48,21 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, data_folder: DataF
     # Forget files that left landing, so the cursor stays small and a re-dropped file counts as new.
     cursor = json.dumps(present, sort_keys=True)
     if not new:
-        return dg.SensorResult(skip_reason=f"no new files ({len(settling)} still being written)" if settling else "no new files", cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=f"no new files ({len(settling)} still being written)" if settling else "no new files", cursor=cursor
+        )
     tables = set()
     for name in new:
         try:
             tables.add(table_for_file(folders.landing / name).name)
         except UnreadableFileError:
             pass  # landing_files quarantines it
-    selection = [dg.AssetKey("landing_files"), *(dg.AssetKey(t) for t in sorted(tables)), dg.AssetKey("rejected_rows"), dg.AssetKey("quarantined_files")]
+    selection = [
+        dg.AssetKey("landing_files"),
+        *(dg.AssetKey(t) for t in sorted(tables)),
+        dg.AssetKey("rejected_rows"),
+        dg.AssetKey("quarantined_files"),
+    ]
     # The run key names the content (size and mtime), not just the file name: a re-dropped file runs again.
     run_key = hashlib.sha256(json.dumps(sorted(new.items())).encode()).hexdigest()[:20]
     request = dg.RunRequest(

@@ -144,9 +144,14 @@ def hiring_years(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     check_specs=[quarter_totals_spec],
     description="For each department and job with at least one hire in the year, the employees hired in Q1, Q2, Q3 "
     "and Q4 (UTC), ordered by department, then job. Stored in `metric_quarterly_hires` and `reports/quarterly_hires_<year>.csv`.",
-    metadata={"dagster/table_name": metrics.metric_quarterly_hires.name, "dagster/column_schema": metric_column_schema(metrics.metric_quarterly_hires)},
+    metadata={
+        "dagster/table_name": metrics.metric_quarterly_hires.name,
+        "dagster/column_schema": metric_column_schema(metrics.metric_quarterly_hires),
+    },
 )
-def quarterly_hires(context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource) -> dg.MaterializeResult:
+def quarterly_hires(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource
+) -> dg.MaterializeResult:
     year = year_of_run(context)
     with retried_only_when_transient():
         engine = warehouse.engine()
@@ -238,7 +243,9 @@ def departments_above_mean_hires(
     "against the mean, both metrics as sortable tables, the rows rejected at load (all loads), and the files and API "
     "batches that fed the warehouse.",
 )
-def hiring_dashboard(context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource) -> dg.MaterializeResult:
+def hiring_dashboard(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, data_folder: DataFolderResource
+) -> dg.MaterializeResult:
     with retried_only_when_transient():
         data = dashboard.collect_dashboard_data(warehouse.engine())
     path = dashboard.dashboard_path(data_folder.folders().reports)
