@@ -15,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 DEPLOY_WORKSPACE = REPO_ROOT / "deploy" / "workspace.yaml"
+DEPLOY_INSTANCE = REPO_ROOT / "deploy" / "dagster.yaml"
 
 DATABASE = "postgres"
 CODE_SERVER = "gdx-code"

@@ -1,6 +1,6 @@
-"""Fixtures that build real warehouses: a SQLite file, and a fresh schema on the PostgreSQL
-server named by GDX_TEST_POSTGRES_URL. PostgreSQL tests skip only outside CI; under CI=true a
-missing or unreachable server is an error, never a silent skip."""
+"""Fixtures every test folder shares, which build real warehouses: a SQLite file, and a fresh
+schema on the PostgreSQL server named by GDX_TEST_POSTGRES_URL. PostgreSQL tests skip only
+outside CI; under CI=true a missing or unreachable server is an error, never a silent skip."""
 
 from __future__ import annotations
 
@@ -12,32 +12,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from gdx_pipeline.core.folders import DataFolders
-from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, normalize_database_url
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# The challenge's three files, shipped with the tests (see data/globant/README.md).
-GLOBANT_DATA = Path(__file__).resolve().parent / "data" / "globant"
-GLOBANT_FILES = ("departments.csv", "jobs.csv", "hired_employees.csv")
-POSTGRES_URL_ENV = "GDX_TEST_POSTGRES_URL"
-
-
-def postgres_server_url() -> str:
-    """The server URL from the environment; skip (locally) or fail (CI) when there is none."""
-    url = os.environ.get(POSTGRES_URL_ENV)
-    in_ci = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-    if not url:
-        if in_ci:
-            pytest.fail(f"{POSTGRES_URL_ENV} is not set; CI must run the PostgreSQL tests")
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set")
-    return normalize_database_url(url)
-
-
-def _schema_url(server_url: str, schema: str) -> str:
-    url = make_url(server_url)
-    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
+from gdx_pipeline_tests.paths import GLOBANT_DATA, GLOBANT_FILES
+from gdx_pipeline_tests.postgres_server import postgres_server_url, schema_url
 
 
 @pytest.fixture
@@ -54,7 +33,7 @@ def postgres_url() -> Iterator[str]:
             raise
         pytest.skip(f"PostgreSQL not reachable: {error}")
     try:
-        yield _schema_url(server, schema)
+        yield schema_url(server, schema)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -91,8 +70,3 @@ def globant_landing(folders: DataFolders) -> DataFolders:
     for name in GLOBANT_FILES:
         shutil.copy(GLOBANT_DATA / name, folders.landing / name)
     return folders
-
-
-def table_count(engine: sa.Engine, table: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()

@@ -10,7 +10,7 @@ import tokenize
 import pytest
 
 from benchmarks import results_log
-from gdx_pipeline_tests.conftest import REPO_ROOT
+from gdx_pipeline_tests.paths import REPO_ROOT
 
 RESULTS = sorted(path for path in (REPO_ROOT / "benchmarks" / "results").glob("*.md") if path.name != "README.md")
 SECTION = re.compile(r"^## (.+)$", re.M)

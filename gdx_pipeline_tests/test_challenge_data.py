@@ -7,7 +7,8 @@ import hashlib
 from collections import Counter
 
 from gdx_pipeline.core.ingestion import ingest_landing
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, GLOBANT_FILES, table_count
+from gdx_pipeline_tests.paths import GLOBANT_DATA, GLOBANT_FILES
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 # sha256 of the files as the challenge published them: any edit to the test data fails here.
 CHALLENGE_SHA256 = {

@@ -5,7 +5,7 @@ compose files (`${NAME:-default}`, `${NAME:?message}`), in the deployment's dags
 
 import re
 
-from gdx_pipeline_tests.conftest import REPO_ROOT
+from gdx_pipeline_tests.paths import REPO_ROOT
 
 PYTHON_READS = [
     re.compile(r"""(?:environ(?:\.get)?\(|environ\[|getenv\(|EnvVar(?:\.int)?\()\s*["']([A-Z][A-Z0-9_]+)["']"""),

@@ -36,6 +36,7 @@ from gdx_pipeline_tests.compose import (
     COMPOSE_VARIABLE,
     DAEMON,
     DATABASE,
+    DEPLOY_INSTANCE,
     DEPLOY_WORKSPACE,
     WEBSERVER,
     WORKSPACE_CLIENTS,
@@ -48,11 +49,11 @@ from gdx_pipeline_tests.compose import (
     render_compose,
     service_environment,
 )
-from gdx_pipeline_tests.conftest import REPO_ROOT, postgres_server_url
+from gdx_pipeline_tests.paths import REPO_ROOT
+from gdx_pipeline_tests.postgres_server import postgres_server_url
 
 EXTERNAL_POSTGRES_FILE = REPO_ROOT / "deploy" / "compose.external-postgres.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-DEPLOY_INSTANCE = REPO_ROOT / "deploy" / "dagster.yaml"
 INIT_SCRIPT = REPO_ROOT / "deploy" / "postgres" / "create-warehouse-database.sh"
 
 

@@ -36,6 +36,7 @@ from gdx_pipeline_tests.compose import (
     API,
     CODE_SERVER,
     DATABASE,
+    DEPLOY_INSTANCE,
     DEPLOY_WORKSPACE,
     WEBSERVER,
     healthcheck_argv,
@@ -44,8 +45,9 @@ from gdx_pipeline_tests.compose import (
     start_order,
     with_host_ports,
 )
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, GLOBANT_FILES, postgres_server_url, table_count
-from gdx_pipeline_tests.test_deployment import DEPLOY_INSTANCE
+from gdx_pipeline_tests.paths import GLOBANT_DATA, GLOBANT_FILES
+from gdx_pipeline_tests.postgres_server import postgres_server_url
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gdx_pipeline_tests.conftest import REPO_ROOT
+from gdx_pipeline_tests.paths import REPO_ROOT
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")), *sorted((REPO_ROOT / "benchmarks" / "results").glob("*.md"))]
 FENCED_BLOCK = re.compile(r"^```.*?^```", re.M | re.S)

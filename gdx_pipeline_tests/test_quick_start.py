@@ -32,8 +32,9 @@ from gdx_pipeline.defs.metrics.assets import hiring_years, metrics_assets
 from gdx_pipeline.defs.metrics.jobs import metrics_job
 from gdx_pipeline.defs.metrics.partitions import hiring_year_partitions
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, GLOBANT_FILES, REPO_ROOT, table_count
-from gdx_pipeline_tests.test_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
+from gdx_pipeline_tests.paths import GLOBANT_DATA, GLOBANT_FILES, REPO_ROOT
+from gdx_pipeline_tests.published_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 YEAR = 2021
 DEMO_MAX_LINES = 40

@@ -20,7 +20,8 @@ from gdx_pipeline.core.backups import backup_table
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import metadata
 from gdx_pipeline.defs.metrics.partitions import hiring_year_partitions
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, GLOBANT_FILES, table_count
+from gdx_pipeline_tests.paths import GLOBANT_DATA, GLOBANT_FILES
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 SUB_FOLDERS = ("landing", "processed", "quarantine", "rejects", "reports", "backups")
 

@@ -11,8 +11,8 @@ from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.provenance import read_provenance
 from gdx_pipeline.dictionary import TABLES
-from gdx_pipeline_tests.conftest import GLOBANT_DATA
-from gdx_pipeline_tests.test_metrics_assets import file_sources, metadata_of, pipeline_definitions, real_files
+from gdx_pipeline_tests.defs.runs import file_sources, metadata_of, pipeline_definitions, real_files
+from gdx_pipeline_tests.paths import GLOBANT_DATA
 
 EMPLOYEES = TABLES["hired_employees"]
 

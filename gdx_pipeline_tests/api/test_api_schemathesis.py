@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 from gdx_pipeline.api.app import create_app
 from gdx_pipeline.api.models import TABLE_MODELS, class_name
 from gdx_pipeline.api.settings import ApiSettings
-from gdx_pipeline_tests.test_api_fixtures import api_settings, dagster_instance, only_rules_no_schema_states, rows_breaking  # noqa: F401  (fixtures)
+from gdx_pipeline_tests.api.row_schema import only_rules_no_schema_states, rows_breaking
 
 MAX_EXAMPLES = int(os.environ.get("GDX_SCHEMATHESIS_EXAMPLES", "12"))
 ROWS_PATH = re.compile(r"/tables/(?P<table>\w+)/rows")

@@ -10,7 +10,7 @@ from gdx_pipeline.core import staged_writes
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, indexes_on
-from gdx_pipeline_tests.conftest import table_count
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 
 def structures(engine: sa.Engine, table: str) -> tuple[set[str], set[str]]:

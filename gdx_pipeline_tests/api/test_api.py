@@ -18,14 +18,11 @@ from gdx_pipeline.core.batches import BatchOutcome
 from gdx_pipeline.core.loading import LoadCounts
 from gdx_pipeline.core.warehouse import ingestion_ledger, rejected_rows
 from gdx_pipeline.dictionary import TABLES
-from gdx_pipeline_tests.test_api_fixtures import (  # noqa: F401  (fixtures)
+from gdx_pipeline_tests.api.app_client import (
     TOKEN,
-    api_settings,
     app_engine,
     assert_json_error,
-    client,
     count_rows,
-    dagster_instance,
     department_rows,
     make_client,
     seed_departments_and_jobs,

@@ -18,8 +18,7 @@ from gdx_pipeline.defs.catalog import INGEST_LOGIC, METRICS_LOGIC, freshness_for
 from gdx_pipeline.defs.ingest.checks import blocking_check_keys
 from gdx_pipeline.defs.metrics.assets import hiring_year_partitions
 from gdx_pipeline.defs.retries import TRANSIENT_DATABASE_RETRY, retried_only_when_transient
-from gdx_pipeline_tests.test_backups_dagster import run as run_job
-from gdx_pipeline_tests.test_metrics_assets import pipeline_definitions as metrics_pipeline
+from gdx_pipeline_tests.defs.runs import pipeline_definitions as metrics_pipeline, run as run_job
 
 COLUMN_KINDS = {"integer", "text", "timestamp", "float"}
 # Assets whose content our code does not decide: the landing folder's inventory.

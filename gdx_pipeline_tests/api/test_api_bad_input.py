@@ -16,18 +16,8 @@ from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import data_tables, rejected_rows
 from gdx_pipeline.dictionary import ID_MAX, NAME_CHARACTERS_RULE, TABLES, table_spec
-from gdx_pipeline_tests.test_api_fixtures import (  # noqa: F401  (fixtures)
-    api_settings,
-    app_engine,
-    as_judged,
-    assert_json_error,
-    client,
-    count_rows,
-    dagster_instance,
-    only_rules_no_schema_states,
-    rows_breaking,
-    seed_departments_and_jobs,
-)
+from gdx_pipeline_tests.api.app_client import app_engine, assert_json_error, count_rows, seed_departments_and_jobs
+from gdx_pipeline_tests.api.row_schema import as_judged, only_rules_no_schema_states, rows_breaking
 
 CSV = {"Content-Type": "text/csv"}
 JSON = {"Content-Type": "application/json"}

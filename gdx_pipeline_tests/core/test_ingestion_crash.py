@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.warehouse import ingestion_ledger
-from gdx_pipeline_tests.conftest import REPO_ROOT, table_count
+from gdx_pipeline_tests.paths import REPO_ROOT
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 CHILD = """
 import logging, sys

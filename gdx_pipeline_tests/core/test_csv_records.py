@@ -9,7 +9,7 @@ reading of the same bytes.
 
 The CI budget is fixed (derandomized, GDX_FUZZ_EXAMPLES examples, default 80). A longer run:
 
-    GDX_FUZZ_EXAMPLES=5000 GDX_TEST_WORKERS=0 ./scripts/test gdx_pipeline_tests/test_csv_records.py -k fuzz
+    GDX_FUZZ_EXAMPLES=5000 GDX_TEST_WORKERS=0 ./scripts/test gdx_pipeline_tests/core/test_csv_records.py -k fuzz
 """
 
 from __future__ import annotations

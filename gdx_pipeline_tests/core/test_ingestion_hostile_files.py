@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from gdx_pipeline.core.folders import NAME_MAX_BYTES
 from gdx_pipeline.core.ingestion import CHANGED_READS_BEFORE_QUARANTINE, ingest_file, ingest_landing
 from gdx_pipeline.core.warehouse import data_tables, files_changed_while_read, ingestion_ledger, quarantined_files, rejected_rows
-from gdx_pipeline_tests.conftest import REPO_ROOT, table_count
-from gdx_pipeline_tests.test_ingestion_bad_input import drop, rejects_by_line
+from gdx_pipeline_tests.core.landing import drop, rejects_by_line
+from gdx_pipeline_tests.paths import REPO_ROOT
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 BLOCK = 1024  # with small blocks, a file of a few thousand rows is read in dozens of steps
 

@@ -4,7 +4,6 @@ them, checks, dashboard), the checks catching bad stored numbers, declarative au
 requesting the right years after a load, and the tables' blocking checks holding the metrics
 back while a table is broken."""
 
-import hashlib
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -15,49 +14,15 @@ from gdx_pipeline.core import metrics
 from gdx_pipeline.core.dashboard import dashboard_path
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.definitions import defs
-from gdx_pipeline.defs.ingest.assets import landing_files, quarantined_files, rejected_rows, table_assets
+from gdx_pipeline.defs.ingest.assets import landing_files, table_assets
 from gdx_pipeline.defs.ingest.checks import blocking_check_keys, table_checks
-from gdx_pipeline.defs.ingest.jobs import migrate_job
 from gdx_pipeline.defs.metrics.assets import hiring_year_partitions, hiring_years, metrics_assets
 from gdx_pipeline.defs.metrics.checks import ABOVE_MEAN_CHECK, QUARTER_TOTALS_CHECK, check_above_mean, check_quarter_totals
-from gdx_pipeline.defs.metrics.jobs import metrics_job
-from gdx_pipeline.defs.metrics.sensors import metrics_automation_sensor
-from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
-from gdx_pipeline_tests.conftest import GLOBANT_DATA
-from gdx_pipeline_tests.test_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
+from gdx_pipeline_tests.defs.runs import file_sources, metadata_entries_of, metadata_of, pipeline_definitions, real_files
+from gdx_pipeline_tests.published_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
 
 METRIC_KEYS = [dg.AssetKey(name) for name in ("quarterly_hires", "departments_above_mean_hires")]
 DASHBOARD = dg.AssetKey("hiring_dashboard")
-
-
-def pipeline_definitions(database_url, folders) -> dg.Definitions:
-    """The code location's ingest and metrics parts, on this test's warehouse and data folder."""
-    data = DataFolderResource(data_dir=str(folders.root))
-    return dg.Definitions(
-        assets=[landing_files, *table_assets, rejected_rows, quarantined_files, *metrics_assets],
-        asset_checks=table_checks,
-        jobs=[migrate_job, metrics_job],
-        sensors=[metrics_automation_sensor],
-        resources={"data_folder": data, "warehouse": WarehouseResource(data=data, database_url=database_url)},
-    )
-
-
-def metadata_entries_of(result, asset: str) -> dict[str, dg.MetadataValue]:
-    (event,) = result.asset_materializations_for_node(asset)
-    return dict(event.metadata)
-
-
-def metadata_of(result, asset: str) -> dict:
-    return {key: value.value for key, value in metadata_entries_of(result, asset).items()}
-
-
-def file_sources(metadata: dict) -> set[tuple[str, str, str]]:
-    """(table, file, sha256 prefix) of each file the `sources` table lists."""
-    return {(r.data["table"], r.data["source"], r.data["sha256"]) for r in metadata["sources"].records if r.data["kind"] == "file"}
-
-
-def real_files(*tables: str) -> set[tuple[str, str, str]]:
-    return {(t, f"{t}.csv", hashlib.sha256((GLOBANT_DATA / f"{t}.csv").read_bytes()).hexdigest()[:12]) for t in tables}
 
 
 def check_requested(tick, key: dg.AssetCheckKey) -> bool:

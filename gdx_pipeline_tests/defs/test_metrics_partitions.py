@@ -16,7 +16,7 @@ from gdx_pipeline.defs.metrics.assets import metrics_assets
 from gdx_pipeline.defs.metrics.jobs import metrics_job
 from gdx_pipeline.defs.metrics.partitions import hiring_year_partitions, missing_year_message
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
-from gdx_pipeline_tests.conftest import REPO_ROOT
+from gdx_pipeline_tests.paths import REPO_ROOT
 
 YEARS = ["2021", "2022"]
 

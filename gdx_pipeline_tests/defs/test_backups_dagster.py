@@ -19,8 +19,8 @@ from gdx_pipeline.defs.backups.schedules import build_nightly_backup_schedule, n
 from gdx_pipeline.defs.ingest.assets import landing_files, quarantined_files, rejected_rows, table_assets
 from gdx_pipeline.defs.ingest.checks import table_checks
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
-from gdx_pipeline_tests.conftest import table_count
-from gdx_pipeline_tests.test_backups import all_tables
+from gdx_pipeline_tests.defs.runs import run
+from gdx_pipeline_tests.warehouse_contents import all_tables, table_count
 
 table_checks_job = dg.define_asset_job("table_checks_job", selection=dg.AssetSelection.checks(*table_checks))
 
@@ -38,10 +38,6 @@ def pipeline(database_url, folders, retention: int = 14) -> dg.Definitions:
             "backup_settings": BackupSettingsResource(retention=retention),
         },
     )
-
-
-def run(defs, job: str, instance, run_config=None):
-    return defs.resolve_job_def(job).execute_in_process(instance=instance, run_config=run_config or {}, raise_on_error=False)
 
 
 def check_results(result) -> dict[tuple[str, str], bool]:

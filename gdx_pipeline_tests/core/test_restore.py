@@ -36,8 +36,8 @@ from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.validation import RowValidator, ValidatedBlock
 from gdx_pipeline.core.warehouse import data_tables, rejected_rows
 from gdx_pipeline.dictionary import TABLES
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, table_count
-from gdx_pipeline_tests.test_backups import all_tables, ledger_balances, loaded, table_rows  # noqa: F401 - `loaded` is a fixture
+from gdx_pipeline_tests.paths import GLOBANT_DATA
+from gdx_pipeline_tests.warehouse_contents import all_tables, ledger_balances, table_count, table_rows
 
 STAMP = "20200101T000000.000000Z"
 

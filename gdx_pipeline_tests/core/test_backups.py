@@ -34,65 +34,12 @@ from gdx_pipeline.core.backups import (
     schema_fingerprint,
     take,
 )
-from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.csv_source import file_sha256
-from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, rejected_rows
 from gdx_pipeline.dictionary import TABLES
-from gdx_pipeline_tests.conftest import REPO_ROOT, table_count
-
-# Rows the real data lacks: non-ASCII names and a hire time with microseconds.
-UNICODE_EMPLOYEES = [
-    {"id": 900001, "name": "Zoë Ñandú-Søren 😀", "datetime": "2021-07-01T12:34:56.123456Z", "department_id": 1, "job_id": 1},
-    {"id": 900002, "name": "Nguyễn Thị Minh Khai", "datetime": "2021-12-31T23:59:59.999999+00:00", "department_id": 2, "job_id": 3},
-    {"id": 900003, "name": "李小龍", "datetime": "2022-03-04T05:06:07.000001-03:00", "department_id": 3, "job_id": 5},
-]
-
-
-@pytest.fixture
-def loaded(engine, globant_landing):
-    """The real data loaded (12 departments, 183 jobs, 1,929 employees, 70 rejects), plus three
-    unicode employees with microsecond hire times."""
-    ingest_landing(engine, globant_landing, run_id="load")
-    outcome = apply_batch(
-        engine, TABLES["hired_employees"], block_from_mappings(TABLES["hired_employees"], UNICODE_EMPLOYEES), request_id="unicode"
-    )
-    assert not outcome.rejected
-    return engine, globant_landing
-
-
-def _utc(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
-
-
-def table_rows(engine: sa.Engine, table: str) -> list[tuple]:
-    """Every row of a table in key order, times as aware UTC datetimes whatever the engine."""
-    sql_table = BACKUP_TABLES[table].sql_table
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(sql_table).order_by(sql_table.c[BACKUP_TABLES[table].primary_key])).all()
-    return [tuple(_utc(v) for v in row) for row in rows]
-
-
-def all_tables(engine: sa.Engine) -> dict[str, list[tuple]]:
-    return {table: table_rows(engine, table) for table in BACKUP_TABLES}
-
-
-def ledger_balances(engine: sa.Engine) -> dict[str, tuple[int, int]]:
-    """(rows in the table, rows the ledger accounts for) per data table: counts_match_ledger's equation."""
-    balances = {}
-    with engine.connect() as conn:
-        for table in TABLES:
-            inserted, deleted = conn.execute(
-                sa.text(
-                    "SELECT coalesce(sum(rows_inserted), 0), coalesce(sum(rows_deleted), 0) FROM ingestion_ledger WHERE table_name = :t"
-                ),
-                {"t": table},
-            ).one()
-            rows = conn.execute(sa.select(sa.func.count()).select_from(data_tables[table])).scalar_one()
-            balances[table] = (rows, int(inserted) - int(deleted))
-    return balances
+from gdx_pipeline_tests.core.conftest import UNICODE_EMPLOYEES
+from gdx_pipeline_tests.paths import REPO_ROOT
+from gdx_pipeline_tests.warehouse_contents import all_tables, ledger_balances, table_count, table_rows
 
 
 def test_backup_files_manifests_and_header(loaded):

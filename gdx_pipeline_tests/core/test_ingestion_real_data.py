@@ -7,7 +7,8 @@ import sqlalchemy as sa
 
 from gdx_pipeline.core.ingestion import ingest_landing, reason_kind
 from gdx_pipeline.core.warehouse import data_tables, ingestion_ledger, rejected_rows
-from gdx_pipeline_tests.conftest import GLOBANT_DATA, table_count
+from gdx_pipeline_tests.paths import GLOBANT_DATA
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 EMPLOYEE_COLUMNS = ["id", "name", "datetime", "department_id", "job_id"]
 

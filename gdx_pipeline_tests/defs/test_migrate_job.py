@@ -6,7 +6,7 @@ from gdx_pipeline.defs.ingest.assets import landing_files, quarantined_files, re
 from gdx_pipeline.defs.ingest.checks import table_checks
 from gdx_pipeline.defs.ingest.jobs import migrate_job
 from gdx_pipeline.defs.resources import DataFolderResource, WarehouseResource
-from gdx_pipeline_tests.conftest import table_count
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 
 def run_migrate_job(database_url, folders, instance):

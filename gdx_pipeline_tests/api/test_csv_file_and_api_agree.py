@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import rejected_rows
-from gdx_pipeline_tests.test_api_fixtures import api_settings, app_engine, client, dagster_instance  # noqa: F401  (fixtures)
+from gdx_pipeline_tests.api.app_client import app_engine
 
 TEXTS = [
     '10,Fine\n11,"Unterminated',

@@ -14,16 +14,7 @@ from gdx_pipeline.core import metrics
 from gdx_pipeline.core.csv_source import file_sha256
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
-from gdx_pipeline_tests.test_api_fixtures import (  # noqa: F401  (fixtures)
-    TOKEN,
-    api_settings,
-    app_engine,
-    assert_json_error,
-    client,
-    count_rows,
-    dagster_instance,
-    make_client,
-)
+from gdx_pipeline_tests.api.app_client import TOKEN, app_engine, assert_json_error, count_rows, make_client
 
 YEAR = 2021
 

@@ -3,7 +3,6 @@
 import json
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -11,32 +10,17 @@ import sqlalchemy as sa
 from gdx_pipeline.core.ingestion import ingest_file, ingest_landing
 from gdx_pipeline.core.warehouse import data_tables, quarantined_files, rejected_rows
 from gdx_pipeline.dictionary import NAME_CHARACTERS_RULE
-from gdx_pipeline_tests.conftest import table_count
+from gdx_pipeline_tests.core.landing import drop, rejects_by_line
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 DEPARTMENTS = "1,Engineering\n2,Sales\n3,Support\n"
 JOBS = "1,Engineer\n2,Manager\n"
-
-
-def drop(folders, name: str, content: str | bytes) -> Path:
-    path = folders.landing / name
-    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    return path
 
 
 def load_reference_tables(engine, folders) -> None:
     drop(folders, "departments.csv", DEPARTMENTS)
     drop(folders, "jobs.csv", JOBS)
     ingest_landing(engine, folders)
-
-
-def rejects_by_line(engine, source: str) -> dict[int, tuple[str, list[str]]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).where(
-                rejected_rows.c.source == source
-            )
-        ).all()
-    return {line: (raw, reasons) for line, raw, reasons in rows}
 
 
 def employee(engine, employee_id: int):

@@ -28,7 +28,7 @@ from gdx_pipeline.core.loading import known_keys
 from gdx_pipeline.core.validation import SeenIds, _parse_timestamp, check_rows
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, write_transaction
 from gdx_pipeline.dictionary import table_spec
-from gdx_pipeline_tests.conftest import table_count
+from gdx_pipeline_tests.warehouse_contents import table_count
 
 EMPLOYEES = table_spec("hired_employees")
 

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from gdx_pipeline.api.app import create_app
 from gdx_pipeline.api.settings import ApiSettings
 from gdx_pipeline.core.warehouse import ingestion_ledger, rejected_rows
-from gdx_pipeline_tests.test_api_fixtures import api_settings, dagster_instance  # noqa: F401  (fixtures)
 
 CLIENTS = 8
 BATCHES_PER_CLIENT = 4

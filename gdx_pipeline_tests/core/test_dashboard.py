@@ -24,8 +24,8 @@ from websockets.sync.client import connect
 from gdx_pipeline.core.dashboard import DASHBOARD_FILE, collect_dashboard_data, dashboard_path, render_dashboard, write_dashboard
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
-from gdx_pipeline_tests.conftest import GLOBANT_DATA
-from gdx_pipeline_tests.test_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
+from gdx_pipeline_tests.paths import GLOBANT_DATA
+from gdx_pipeline_tests.published_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -11,19 +11,8 @@ import sqlalchemy as sa
 from gdx_pipeline.core import metrics
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
-from gdx_pipeline_tests.conftest import GLOBANT_DATA
-
-# The challenge's published answer for 2021 (rows with blank fields rejected).
-REFERENCE_QUARTER_TOTALS = [249, 454, 453, 487]
-REFERENCE_ABOVE_MEAN = [
-    (8, "Support", 216),
-    (5, "Engineering", 205),
-    (6, "Human Resources", 201),
-    (7, "Services", 200),
-    (4, "Business Development", 185),
-    (3, "Research and Development", 148),
-    (9, "Marketing", 142),
-]
+from gdx_pipeline_tests.paths import GLOBANT_DATA
+from gdx_pipeline_tests.published_metrics import REFERENCE_ABOVE_MEAN, REFERENCE_QUARTER_TOTALS
 
 
 def csv_oracle(year: int) -> tuple[pd.DataFrame, pd.Series]:
