@@ -40,7 +40,7 @@ def package_modules(folder: str) -> tuple[str, ...]:
 INGEST_LOGIC = (
     "dictionary.py",
     *package_modules("core/csv_source"),
-    "core/validation.py",
+    *package_modules("core/validation"),
     "core/known_keys.py",
     "core/staged_writes.py",
     "core/reject_log.py",

@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import lock_table_for_writes
 from gdx_pipeline.core.loading import known_keys
-from gdx_pipeline.core.validation import SeenIds, _parse_timestamp, check_rows
+from gdx_pipeline.core.validation import SeenIds, check_rows
+from gdx_pipeline.core.validation.parsing import _parse_timestamp
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, write_transaction
 from gdx_pipeline.dictionary import table_spec
 from gdx_pipeline_tests.warehouse_contents import table_count
