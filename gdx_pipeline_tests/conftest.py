@@ -4,7 +4,6 @@ outside CI; under CI=true a missing or unreachable server is an error, never a s
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine
 from gdx_pipeline_tests.paths import GLOBANT_DATA, GLOBANT_FILES
-from gdx_pipeline_tests.postgres_server import postgres_server_url, schema_url
+from gdx_pipeline_tests.postgres_server import made_on_server, postgres_server_url, schema_url
 
 
 @pytest.fixture
@@ -24,20 +23,8 @@ def postgres_url() -> Iterator[str]:
     """A URL whose search_path is a brand-new schema, dropped after the test."""
     server = postgres_server_url()
     schema = f"gdx_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    except sa.exc.OperationalError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {error}")
-    try:
+    with made_on_server(server, [f"CREATE SCHEMA {schema}"], [f"DROP SCHEMA IF EXISTS {schema} CASCADE"]):
         yield schema_url(server, schema)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
 
 
 @pytest.fixture

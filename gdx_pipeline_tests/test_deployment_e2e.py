@@ -46,7 +46,7 @@ from gdx_pipeline_tests.compose import (
     with_host_ports,
 )
 from gdx_pipeline_tests.paths import GLOBANT_DATA, GLOBANT_FILES
-from gdx_pipeline_tests.postgres_server import postgres_server_url
+from gdx_pipeline_tests.postgres_server import made_on_server, postgres_server_url
 from gdx_pipeline_tests.warehouse_contents import table_count
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -112,22 +112,10 @@ def databases() -> Iterator[DeploymentDatabases]:
     server = make_url(postgres_server_url())
     suffix = uuid.uuid4().hex[:10]
     created = DeploymentDatabases(server, f"gdx_deploy_{suffix}", f"gdx_deploy_{suffix}_warehouse")
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            for name in (created.dagster, created.warehouse):
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {error}")
-    try:
+    names = (created.dagster, created.warehouse)
+    create = [f'CREATE DATABASE "{name}"' for name in names]
+    with made_on_server(server, create, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names]):
         yield created
-    finally:
-        with admin.connect() as conn:
-            for name in (created.dagster, created.warehouse):
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 # --- processes ---------------------------------------------------------------------------------
