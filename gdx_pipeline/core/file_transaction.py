@@ -2,22 +2,20 @@
 logged (in the table and a reject file), its ledger entry written, all committed together or
 not at all. A file whose sha256 the ledger already holds is skipped.
 
-The next block is parsed and validated in a background thread while this one loads
-(`read_ahead`): Arrow and pandas release the GIL, and the database works while psycopg waits.
+The next blocks are read, parsed and checked in background threads while this one loads
+(`ordered_threads.map_in_order`): Arrow, numpy and the database driver release the GIL, so the
+cores parse while the database writes. What depends on earlier blocks and on the database (the
+foreign keys, duplicates of earlier ids) is settled here, block by block, in order.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import sqlalchemy as sa
 
-from gdx_pipeline.core.csv_source import FileSnapshot, read_record_blocks
+from gdx_pipeline.core.csv_source import FileSnapshot, parse_piece, read_record_pieces
 from gdx_pipeline.core.file_outcome import FileOutcome
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.known_keys import known_keys
@@ -25,16 +23,17 @@ from gdx_pipeline.core.landing_moves import forget_changes
 from gdx_pipeline.core.ledger import already_applied, record_ledger_entry
 from gdx_pipeline.core.locks import lock_table_for_writes
 from gdx_pipeline.core.logger import Logger
+from gdx_pipeline.core.ordered_threads import map_in_order, read_ahead
 from gdx_pipeline.core.reject_files import RejectFileWriter
 from gdx_pipeline.core.reject_log import record_rejects
 from gdx_pipeline.core.rule_failures import reason_kind
 from gdx_pipeline.core.staged_writes import StagedUpsert
 from gdx_pipeline.core.utc import now_utc
-from gdx_pipeline.core.validation import RowValidator
+from gdx_pipeline.core.validation import RowValidator, check_rows
 from gdx_pipeline.core.warehouse import write_transaction
 from gdx_pipeline.dictionary import TableSpec
 
-T = TypeVar("T")
+__all__ = ["apply_file", "estimated_rows", "read_ahead"]  # read_ahead: older imports name it here
 # Globant rows are about 45 bytes; a smaller guess per row would overstate a file's rows.
 ESTIMATE_BYTES_PER_ROW = 64
 
@@ -93,9 +92,9 @@ def _apply_in_transaction(
             return
         validator = RowValidator(spec, known_keys(conn, spec))
         upsert = StagedUpsert(conn, spec, expected_rows=estimated_rows(outcome.size_bytes))
-        blocks = read_record_blocks(path, spec, block_bytes, snapshot=snapshot)
-        checked_blocks = ((block, validator.validate(block)) for block in blocks)
-        for block, checked in read_ahead(checked_blocks):
+        pieces = read_record_pieces(path, block_bytes, snapshot=snapshot)
+        for rows in map_in_order(lambda piece: check_rows(spec, parse_piece(piece, spec)), pieces):
+            block, checked = rows.block, validator.settle(rows)
             upsert.add(checked.valid)
             record_rejects(
                 conn, spec, checked.rejected, source=path.name, source_sha256=outcome.sha256, run_id=run_id, request_id=None, at=started_at
@@ -125,42 +124,3 @@ def _apply_in_transaction(
             run_id=run_id,
             started_at=started_at,
         )
-
-
-def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Produce items in a background thread, at most `depth` ahead of the consumer.
-
-    Memory stays bounded by `depth` blocks. An exception in the producer is raised in the consumer.
-    """
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                slots.put((item, None))
-            slots.put((done, None))
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            slots.put((done, error))
-
-    worker = threading.Thread(target=produce, name="gdx-read-ahead", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = slots.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                slots.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()

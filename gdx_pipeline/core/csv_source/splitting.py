@@ -25,6 +25,7 @@ class Block:
     data: bytes
     first_line: int
     open_quote: bool = False  # its last record's quoted field runs to the end of the file
+    line_breaks: int | None = None  # physical line breaks in `data`, when already counted
 
 
 @dataclass
@@ -161,8 +162,8 @@ class RecordSplitter:
     def _block(self, data: bytes, *, open_quote: bool) -> Block:
         _DecodeCheck().decode(data, self.line, final=True)
         self.saw_content = self.saw_content or bool(data.strip())
-        block = Block(data, self.line, open_quote)
-        self.line += count_line_breaks(data)
+        block = Block(data, self.line, open_quote, count_line_breaks(data))
+        self.line += block.line_breaks
         return block
 
     def _long_record_in_memory(self, buffer: bytes, start: int, content_end: int, end: int, *, open_quote: bool) -> LongRecord:
