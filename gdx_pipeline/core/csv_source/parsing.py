@@ -58,6 +58,7 @@ def _parse_fast(block: Block, spec: TableSpec) -> RecordBlock | None:
             column_types={c: pa.string() for c in columns},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
+            check_utf8=False,  # the splitter checked the block's bytes (`_valid_text`)
         ),
     )
     total = table.num_rows + len(invalid)

@@ -1,0 +1,225 @@
+"""The fast paths of a load hold the same promises as the general one: a first big load into an
+empty table (bare table, indexes built after, on both engines), PostgreSQL's binary COPY,
+blocks parsed in threads and handed over in order, the reject log written in one go."""
+
+import random
+import shutil
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gdx_pipeline.core import file_transaction, postgres_copy, staged_writes
+from gdx_pipeline.core.folders import DataFolders
+from gdx_pipeline.core.ingestion import ingest_landing
+from gdx_pipeline.core.ordered_threads import map_in_order
+from gdx_pipeline.core.sample_data import generate_globant_files
+from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, is_postgres, rejected_rows
+from gdx_pipeline_tests.conftest import _schema_url, postgres_server_url, table_count
+
+
+@contextmanager
+def warehouse(url: str):
+    engine = create_warehouse_engine(url)
+    create_schema(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def other_url(database_url, tmp_path):
+    """A second, empty warehouse on the same engine as `database_url`."""
+    if not database_url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'other.sqlite'}"
+        return
+    server = postgres_server_url()
+    schema = f"gdx_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield _schema_url(server, schema)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def schema_of(engine: sa.Engine, table: str = "hired_employees") -> list[tuple]:
+    """The table's indexes and constraints, as the database itself describes them."""
+    with engine.connect() as conn:
+        if is_postgres(engine):
+            indexes = conn.execute(
+                sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = :t"), {"t": table}
+            ).all()
+            constraints = conn.execute(
+                sa.text("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE conrelid = CAST(:t AS regclass)"),
+                {"t": table},
+            ).all()
+            return sorted(map(tuple, indexes)) + sorted(map(tuple, constraints))
+        return sorted(map(tuple, conn.execute(sa.text("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = :t"), {"t": table}).all()))
+
+
+def contents(engine: sa.Engine) -> tuple[list, list]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, name, datetime, department_id, job_id FROM hired_employees WHERE id < 1000000000 ORDER BY id")).all()
+        rejects = conn.execute(
+            sa.select(rejected_rows.c.source, rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).order_by(
+                rejected_rows.c.source, rejected_rows.c.line_number
+            )
+        ).all()
+    return [tuple(r) for r in rows], [tuple(r) for r in rejects]
+
+
+def land(folders: DataFolders, source: Path, names: list[str]) -> None:
+    for name in names:
+        shutil.copy(source / name, folders.landing / name)
+
+
+def test_a_first_big_load_stores_exactly_what_the_staged_text_path_stores(database_url, other_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
+    generate_globant_files(tmp_path / "src", 3_000, dirty_share=0.05, seed=11)
+    references = ["departments.csv", "jobs.csv"]
+
+    with warehouse(database_url) as first:
+        before = schema_of(first)
+        folders = DataFolders(tmp_path / "a").ensure()
+        land(folders, tmp_path / "src", [*references, "hired_employees.csv"])
+        outcome = ingest_landing(first, folders)[-1]  # empty table: the bare-table path (binary COPY on PostgreSQL)
+        assert outcome.status == "applied" and outcome.counts.inserted > 2_800
+        assert schema_of(first) == before  # every index, key and foreign key back, validated
+        fast = contents(first)
+
+    # The same file through the general path: the table holds a row already (so it is staged and
+    # upserted), and PostgreSQL gets CSV text, as every load did before binary COPY.
+    monkeypatch.setattr(postgres_copy, "binary_schema", lambda table, columns: None)
+    with warehouse(other_url) as second:
+        folders = DataFolders(tmp_path / "b").ensure()
+        land(folders, tmp_path / "src", references)
+        ingest_landing(second, folders)
+        with second.begin() as conn:
+            conn.execute(sa.text("INSERT INTO hired_employees VALUES (1000000001, 'Already Here', '2021-01-01 00:00:00', 1, 1)"))
+        land(folders, tmp_path / "src", ["hired_employees.csv"])
+        assert ingest_landing(second, folders)[-1].counts.inserted == outcome.counts.inserted
+        assert contents(second) == fast
+
+
+def test_a_first_big_load_that_fails_rolls_back_and_keeps_every_index(database_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
+    generate_globant_files(tmp_path / "src", 2_000, dirty_share=0.02, seed=12)
+    with warehouse(database_url) as engine:
+        before = schema_of(engine)
+        folders = DataFolders(tmp_path / "data").ensure()
+        land(folders, tmp_path / "src", ["departments.csv", "jobs.csv"])
+        ingest_landing(engine, folders)
+        land(folders, tmp_path / "src", ["hired_employees.csv"])
+
+        def fail(*_args, **_kwargs):
+            raise RuntimeError("the ledger write failed")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(file_transaction, "record_ledger_entry", fail)
+            with pytest.raises(RuntimeError, match="ledger write failed"):
+                ingest_landing(engine, folders)
+        assert table_count(engine, "hired_employees") == 0
+        assert table_count(engine, "rejected_rows") == 0
+        assert schema_of(engine) == before  # the dropped indexes came back with the rollback
+
+        (outcome,) = ingest_landing(engine, folders)  # and the file loads on the next run
+        assert outcome.status == "applied" and table_count(engine, "hired_employees") == outcome.counts.inserted
+        assert schema_of(engine) == before
+
+
+def test_ids_out_of_order_load_sorted_and_the_later_duplicate_is_the_one_rejected(engine, folders, monkeypatch):
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 0)  # the bare-table path even for a few rows
+    (folders.landing / "departments.csv").write_text("1,Sales\n", encoding="utf-8")
+    (folders.landing / "jobs.csv").write_text("1,Clerk\n", encoding="utf-8")
+    ingest_landing(engine, folders)
+    lines = ["9,Nine,2021-01-01T00:00:00Z,1,1", "3,Three,2021-01-02T00:00:00Z,1,1", "7,Seven,2021-01-03T00:00:00Z,1,1",
+             "3,Three Again,2021-01-04T00:00:00Z,1,1", "1,One,2021-01-05T00:00:00Z,1,1"]  # fmt: skip
+    (folders.landing / "hired_employees.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (outcome,) = ingest_landing(engine, folders)
+    assert outcome.counts.inserted == 4 and outcome.rows_rejected == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT id, name FROM hired_employees ORDER BY id")).all() == [(1, "One"), (3, "Three"), (7, "Seven"), (9, "Nine")]
+        assert conn.execute(sa.select(rejected_rows.c.line_number, rejected_rows.c.reasons)).all() == [
+            (4, ["id: duplicate of an earlier row in this file (got 3)"])
+        ]
+
+
+def test_rejected_lines_are_logged_byte_for_byte_whatever_copy_would_make_of_them(engine, folders):
+    """Backslashes, `\\N`, tabs, quotes and commas mean something to COPY's text formats; the
+    reject log (binary COPY on PostgreSQL) keeps each line exactly as it arrived."""
+    (folders.landing / "departments.csv").write_text("1,Sales\n", encoding="utf-8")
+    (folders.landing / "jobs.csv").write_text("1,Clerk\n", encoding="utf-8")
+    ingest_landing(engine, folders)
+    lines = ["5,Back\\slash,2021-01-01T00:00:00Z,1,1", "\\N,\\N,2021-01-01T00:00:00Z,1,1", 'x1,"Quoted, ""comma""",2021-01-01T00:00:00Z,1,1',
+             "2,Tab\there,2021-01-01T00:00:00Z,1,1", "3,Ünïcödé …,not a time,1,1", "4,\\.,2021-01-01T00:00:00Z,1,1,extra"]  # fmt: skip
+    (folders.landing / "hired_employees.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (outcome,) = ingest_landing(engine, folders)
+    assert outcome.rows_rejected == 5  # the first row is valid: a backslash is text in a name
+    with engine.connect() as conn:
+        logged = conn.execute(sa.select(rejected_rows.c.line_number, rejected_rows.c.raw_line).order_by(rejected_rows.c.line_number)).all()
+        assert conn.execute(sa.text("SELECT name FROM hired_employees")).scalar_one() == "Back\\slash"
+    assert logged == [(number, line) for number, line in enumerate(lines, start=1)][1:]
+
+
+# --- blocks handed over in order ------------------------------------------------------------------
+
+
+def test_work_in_threads_comes_back_in_order():
+    rng = random.Random(3)
+    delays = [rng.random() / 500 for _ in range(60)]
+
+    def work(i: int) -> int:
+        time.sleep(delays[i])
+        return i * i
+
+    assert list(map_in_order(work, iter(range(60)), workers=3, ahead=2)) == [i * i for i in range(60)]
+
+
+def test_a_failure_reaches_the_consumer_at_its_item_after_every_earlier_result():
+    def work(i: int) -> int:
+        if i == 5:
+            raise ValueError("item 5")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="item 5"):
+        for value in map_in_order(work, iter(range(20)), workers=2, ahead=2):
+            got.append(value)
+    assert got == [0, 1, 2, 3, 4]
+
+    def items():
+        yield from range(4)
+        raise OSError("the source failed after 4 items")
+
+    got = []
+    with pytest.raises(OSError, match="after 4 items"):
+        for value in map_in_order(lambda i: i, items(), workers=2, ahead=2):
+            got.append(value)
+    assert got == [0, 1, 2, 3]
+
+
+def test_a_consumer_that_stops_early_stops_the_source_with_few_items_drawn():
+    drawn = []
+    lock = threading.Lock()
+
+    def items():
+        for i in range(10_000):
+            with lock:
+                drawn.append(i)
+            yield i
+
+    results = map_in_order(lambda i: i, items(), workers=2, ahead=2)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    results.close()
+    time.sleep(0.05)
+    with lock:
+        assert len(drawn) < 10  # bounded: a few ahead, never the whole source
