@@ -136,6 +136,32 @@ def test_a_first_big_load_that_fails_rolls_back_and_keeps_every_index(database_u
         assert schema_of(engine) == before
 
 
+def test_a_big_load_whose_rows_lack_their_referenced_rows_rolls_back_whole(database_url, tmp_path, monkeypatch):
+    """The database checks a big load's foreign keys once at the end (PostgreSQL: the keys added
+    back; SQLite: `PRAGMA foreign_key_check` before the commit): with validation fooled into
+    taking an unknown department, the whole file rolls back and the next transaction on the same
+    connection checks foreign keys row by row again."""
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
+    generate_globant_files(tmp_path / "src", 1_000, dirty_share=0.0, seed=13)
+    with warehouse(database_url) as engine:
+        before = schema_of(engine)
+        folders = DataFolders(tmp_path / "data").ensure()
+        land(folders, tmp_path / "src", ["departments.csv", "jobs.csv"])
+        ingest_landing(engine, folders)
+        path = folders.landing / "hired_employees.csv"
+        shutil.copy(tmp_path / "src" / "hired_employees.csv", path)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write("5000,Orphan Row,2021-01-01T00:00:00Z,99,1\n")
+        real_known_keys = file_transaction.known_keys
+        monkeypatch.setattr(file_transaction, "known_keys", lambda conn, spec: {**real_known_keys(conn, spec), "department_id": [*range(1, 13), 99]})
+        with pytest.raises(sa.exc.IntegrityError):
+            ingest_landing(engine, folders)
+        assert table_count(engine, "hired_employees") == 0
+        assert schema_of(engine) == before
+        with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+            conn.execute(sa.text("INSERT INTO hired_employees VALUES (1, 'Orphan', '2021-01-01 00:00:00', 99, 1)"))
+
+
 def test_ids_out_of_order_load_sorted_and_the_later_duplicate_is_the_one_rejected(engine, folders, monkeypatch):
     monkeypatch.setattr(staged_writes, "BULK_ROWS", 0)  # the bare-table path even for a few rows
     (folders.landing / "departments.csv").write_text("1,Sales\n", encoding="utf-8")

@@ -4,18 +4,22 @@ not at all. A file whose sha256 the ledger already holds is skipped.
 
 The next blocks are read, parsed and checked in background threads while this one loads
 (`ordered_threads.map_in_order`): Arrow, numpy and the database driver release the GIL, so the
-cores parse while the database writes. What depends on earlier blocks and on the database (the
-foreign keys, duplicates of earlier ids) is settled here, block by block, in order.
+cores parse while the database writes. What depends on earlier blocks and on the referenced ids
+read at the start (foreign keys, duplicates of earlier ids) is settled in one more thread, block
+by block in order, which also makes the rows ready for the wire (`StagedUpsert.prepare`): the
+transaction's own thread only writes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from gdx_pipeline.core.csv_source import FileSnapshot, parse_piece, read_record_pieces
+from gdx_pipeline.core.csv_source import FileSnapshot, RecordBlock, parse_piece, read_record_pieces
 from gdx_pipeline.core.file_outcome import FileOutcome
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.known_keys import known_keys
@@ -27,9 +31,10 @@ from gdx_pipeline.core.ordered_threads import map_in_order, read_ahead
 from gdx_pipeline.core.reject_files import RejectFileWriter
 from gdx_pipeline.core.reject_log import record_rejects
 from gdx_pipeline.core.rule_failures import reason_kind
+from gdx_pipeline.core import staged_writes
 from gdx_pipeline.core.staged_writes import StagedUpsert
 from gdx_pipeline.core.utc import now_utc
-from gdx_pipeline.core.validation import RowValidator, check_rows
+from gdx_pipeline.core.validation import RowValidator, ValidatedBlock, check_rows
 from gdx_pipeline.core.warehouse import write_transaction
 from gdx_pipeline.dictionary import TableSpec
 
@@ -83,7 +88,9 @@ def _apply_in_transaction(
 ) -> None:
     started_at = now_utc()
     clock = time.perf_counter()
-    with write_transaction(engine) as conn:
+    # A big file's foreign keys are checked once, for the whole table, before the commit (SQLite).
+    big = estimated_rows(outcome.size_bytes) >= staged_writes.BULK_ROWS and bool(spec.foreign_keys)
+    with write_transaction(engine, foreign_keys_of=spec.name if big else None) as conn:
         lock_table_for_writes(conn, spec)
         if already_applied(conn, outcome.sha256):
             outcome.status = "skipped"
@@ -93,21 +100,29 @@ def _apply_in_transaction(
         validator = RowValidator(spec, known_keys(conn, spec))
         upsert = StagedUpsert(conn, spec, expected_rows=estimated_rows(outcome.size_bytes))
         pieces = read_record_pieces(path, block_bytes, snapshot=snapshot)
-        for rows in map_in_order(lambda piece: check_rows(spec, parse_piece(piece, spec)), pieces):
-            block, checked = rows.block, validator.settle(rows)
-            upsert.add(checked.valid)
-            record_rejects(
-                conn, spec, checked.rejected, source=path.name, source_sha256=outcome.sha256, run_id=run_id, request_id=None, at=started_at
-            )
-            rejects.write(checked.rejected)
-            outcome.rows_read += block.rows_read
-            outcome.rows_rejected += len(checked.rejected)
-            outcome.rejects_by_reason.update(reason_kind(r) for rr in checked.rejected for r in rr.reasons)
-            elapsed = max(time.perf_counter() - clock, 1e-9)
-            log.info(
-                f"{path.name}: {outcome.rows_read:,} rows read, {outcome.rows_rejected:,} rejected, "
-                f"{outcome.rows_read / elapsed:,.0f} rows/s"
-            )
+        checked_blocks = map_in_order(lambda piece: check_rows(spec, parse_piece(piece, spec)), pieces)
+
+        def settled() -> Iterator[tuple[RecordBlock, ValidatedBlock, object]]:
+            """In order, and made ready for the wire, one block ahead of the writes."""
+            for rows in checked_blocks:
+                checked = validator.settle(rows)
+                yield rows.block, checked, upsert.prepare(checked.valid)
+
+        with closing(checked_blocks), closing(read_ahead(settled(), depth=1)) as blocks:
+            for block, checked, prepared in blocks:
+                upsert.add(prepared)
+                record_rejects(
+                    conn, spec, checked.rejected, source=path.name, source_sha256=outcome.sha256, run_id=run_id, request_id=None, at=started_at
+                )
+                rejects.write(checked.rejected)
+                outcome.rows_read += block.rows_read
+                outcome.rows_rejected += len(checked.rejected)
+                outcome.rejects_by_reason.update(reason_kind(r) for rr in checked.rejected for r in rr.reasons)
+                elapsed = max(time.perf_counter() - clock, 1e-9)
+                log.info(
+                    f"{path.name}: {outcome.rows_read:,} rows read, {outcome.rows_rejected:,} rejected, "
+                    f"{outcome.rows_read / elapsed:,.0f} rows/s"
+                )
         outcome.counts = upsert.apply()
         snapshot.raise_if_changed(path)  # reading proved the bytes; this covers the reject file's copies of long lines
         outcome.reject_file = rejects.publish()

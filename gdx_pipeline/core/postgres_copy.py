@@ -94,3 +94,24 @@ def copy_rows(conn: sa.Connection, target: str, columns: Sequence[str], parts: I
             for batch in typed.to_batches() if isinstance(typed, pa.Table) else [typed]:
                 copy.write(encoder.write_batch(batch))
         copy.write(encoder.finish())
+
+
+def binary_payload(table: sa.Table, columns: Sequence[str], rows: Rows) -> bytes | None:
+    """A whole binary COPY of `rows` (header, rows, trailer) for `table`, made without a
+    connection, or None when the columns have no binary encoding here (`copy_rows` then)."""
+    schema = binary_schema(table, columns)
+    if schema is None:
+        return None
+    encoder = pgpq.ArrowToPostgresBinaryEncoder(schema)
+    typed = _cast(rows, schema)
+    parts = [encoder.write_header()]
+    parts += [encoder.write_batch(batch) for batch in (typed.to_batches() if isinstance(typed, pa.Table) else [typed])]
+    parts.append(encoder.finish())
+    return b"".join(parts)
+
+
+def copy_payload(conn: sa.Connection, target: str, columns: Sequence[str], payload: bytes) -> None:
+    """Send a payload made by `binary_payload` as one binary COPY into `target` (a quoted name)."""
+    columns_sql = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
+    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(payload)

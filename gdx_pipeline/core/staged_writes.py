@@ -27,10 +27,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from gdx_pipeline.core.postgres_copy import copy_rows, naive_utc
+from gdx_pipeline.core.postgres_copy import copy_payload, copy_rows
+from gdx_pipeline.core.prepared_rows import PreparedRows, prepare_for_empty_table, sqlite_parameters
 from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, metadata, quote_identifier
 from gdx_pipeline.dictionary import TableSpec
 
@@ -65,14 +65,6 @@ def is_bulk(conn: sa.Connection, rows: int) -> bool:
 
 
 # --- rows on the wire ---------------------------------------------------------------------------
-
-
-def sqlite_parameters(rows: pa.Table | pa.RecordBatch) -> list[tuple]:
-    """Rows as `executemany` parameters. Timestamps as SQLAlchemy's SQLite DATETIME text, naive UTC
-    "YYYY-MM-DD HH:MM:SS.ffffff", which Arrow's cast writes many times faster than strftime."""
-    naive = naive_utc(rows)
-    columns = [column.cast(pa.string()) if pa.types.is_timestamp(column.type) else column for column in naive.columns]
-    return list(zip(*(column.to_pylist() for column in columns)))
 
 
 def insert_rows(
@@ -232,15 +224,6 @@ def after_write(conn: sa.Connection, table: sa.Table, *, bulk: bool, explicit_id
 # --- the jobs -----------------------------------------------------------------------------------
 
 
-def in_key_order(rows: pa.Table, key: str) -> pa.Table:
-    """The rows sorted by `key` (as they usually already are): appended in key order, a table's
-    key index (SQLite's rowid tree, PostgreSQL's primary key built after) grows at its end."""
-    keys = rows.column(key)
-    if rows.num_rows < 2 or pc.all(pc.less(keys.slice(0, rows.num_rows - 1), keys.slice(1))).as_py() is not False:
-        return rows
-    return rows.take(pc.sort_indices(keys))
-
-
 class EmptyTableLoad:
     """Rows into a table that holds none (just emptied, or never loaded): plain inserts.
 
@@ -261,10 +244,18 @@ class EmptyTableLoad:
         if bulk:
             drop_secondary_structures(conn, table, primary_key=self._primary_key)
 
-    def add(self, parts: Iterable[pa.Table | pa.RecordBatch]) -> None:
+    def add(self, parts: Iterable[pa.Table | pa.RecordBatch | PreparedRows]) -> None:
+        target = target_name(self.conn, self.table.name)
+        insert = f"INSERT INTO {target} ({columns_list(self.conn, self.columns)}) VALUES ({', '.join('?' for _ in self.columns)})"
         for part in parts:
-            insert_rows(self.conn, target_name(self.conn, self.table.name), self.columns, [part], table=self.table.name)
-            self.rows += part.num_rows
+            if isinstance(part, PreparedRows) and part.sqlite_parameters is not None:
+                self.conn.exec_driver_sql(insert, part.sqlite_parameters)
+            elif isinstance(part, PreparedRows) and part.copy_payload is not None:
+                copy_payload(self.conn, target, self.columns, part.copy_payload)
+            else:
+                rows = part.table if isinstance(part, PreparedRows) else part
+                insert_rows(self.conn, target, self.columns, [rows], table=self.table.name)
+            self.rows += part.table.num_rows if isinstance(part, PreparedRows) else part.num_rows
 
     def finish(self, *, explicit_ids: bool = False) -> int:
         if self.bulk:
@@ -318,13 +309,24 @@ class StagedUpsert:
     def _target_is_empty(self) -> bool:
         return self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {self.stage.target})").scalar_one()
 
-    def add(self, rows: pa.Table) -> None:
-        """Stage typed rows (dictionary columns, in order)."""
+    def prepare(self, rows: pa.Table) -> pa.Table | PreparedRows:
+        """What `add` takes, made ready without the database (any thread may call it): for a first
+        load into the bare table, sorted by key and encoded for the wire."""
+        if self.direct is None or rows.num_rows == 0:
+            return rows
+        return prepare_for_empty_table(self.conn.dialect.name, self.direct.table, self.spec.columns, rows)
+
+    def add(self, rows: pa.Table | PreparedRows) -> None:
+        """Stage typed rows (dictionary columns, in order), or rows from `prepare`."""
+        if isinstance(rows, PreparedRows):
+            self.direct.add([rows])
+            self.staged += rows.table.num_rows
+            return
         if rows.num_rows == 0:
             return
         table = rows.select(self.spec.columns)
         if self.direct is not None:
-            self.direct.add([in_key_order(table, self.spec.primary_key)])
+            self.direct.add([prepare_for_empty_table(self.conn.dialect.name, self.direct.table, self.spec.columns, table)])
         elif self.postgres:
             self.stage.add([table])
         elif table.num_rows >= SQLITE_STAGING_ROWS:
