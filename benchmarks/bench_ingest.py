@@ -185,7 +185,8 @@ def proxy_postgres(server_url: str, clean: Path) -> tuple[float, int, dict[str, 
             for statement in key_and_index_ddl(TABLE, "postgresql", drop=True, primary_key=True):
                 conn.execute(statement)
         engine.dispose()
-        steps = [f"\\copy hired_employees ({', '.join(c.name for c in TABLE.columns)}) FROM '{clean / 'hired_employees.csv'}' WITH (FORMAT csv)"]
+        columns = ", ".join(c.name for c in TABLE.columns)
+        steps = [f"\\copy hired_employees ({columns}) FROM '{clean / 'hired_employees.csv'}' WITH (FORMAT csv)"]
         steps += [f"{ddl};" for ddl in compiled(key_and_index_ddl(TABLE, "postgresql", primary_key=True), postgresql.dialect())]
         psql_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         started = time.perf_counter()
@@ -282,7 +283,10 @@ def main() -> None:
         for engine in engines:
             for run in range(1, args.repeat + 1):
                 if engine == "postgres":
-                    results = [("pipeline", pipeline_postgres(server_url, dirty)), ("limit proxy: psql \\copy, then keys", proxy_postgres(server_url, clean))]
+                    results = [
+                        ("pipeline", pipeline_postgres(server_url, dirty)),
+                        ("limit proxy: psql \\copy, then keys", proxy_postgres(server_url, clean)),
+                    ]
                     if rows <= args.skip_to_sql_above and run == 1:
                         results.append(("pandas read_csv + dropna + to_sql", to_sql_postgres(server_url, dirty)))
                 else:

@@ -6,7 +6,6 @@ import random
 import shutil
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.ordered_threads import map_in_order
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, is_postgres, rejected_rows
-from gdx_pipeline_tests.conftest import _schema_url, postgres_server_url, table_count
+from gdx_pipeline_tests.conftest import table_count
 
 
 @contextmanager
@@ -30,25 +29,6 @@ def warehouse(url: str):
         yield engine
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-def other_url(database_url, tmp_path):
-    """A second, empty warehouse on the same engine as `database_url`."""
-    if not database_url.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path / 'other.sqlite'}"
-        return
-    server = postgres_server_url()
-    schema = f"gdx_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield _schema_url(server, schema)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
 
 
 def schema_of(engine: sa.Engine, table: str = "hired_employees") -> list[tuple]:
@@ -63,12 +43,14 @@ def schema_of(engine: sa.Engine, table: str = "hired_employees") -> list[tuple]:
                 {"t": table},
             ).all()
             return sorted(map(tuple, indexes)) + sorted(map(tuple, constraints))
-        return sorted(map(tuple, conn.execute(sa.text("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = :t"), {"t": table}).all()))
+        found = conn.execute(sa.text("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = :t"), {"t": table}).all()
+        return sorted(map(tuple, found))
 
 
 def contents(engine: sa.Engine) -> tuple[list, list]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT id, name, datetime, department_id, job_id FROM hired_employees WHERE id < 1000000000 ORDER BY id")).all()
+        loaded = "SELECT id, name, datetime, department_id, job_id FROM hired_employees WHERE id < 1000000000 ORDER BY id"
+        rows = conn.execute(sa.text(loaded)).all()
         rejects = conn.execute(
             sa.select(rejected_rows.c.source, rejected_rows.c.line_number, rejected_rows.c.raw_line, rejected_rows.c.reasons).order_by(
                 rejected_rows.c.source, rejected_rows.c.line_number
@@ -82,43 +64,44 @@ def land(folders: DataFolders, source: Path, names: list[str]) -> None:
         shutil.copy(source / name, folders.landing / name)
 
 
-def test_a_first_big_load_stores_exactly_what_the_staged_text_path_stores(database_url, other_url, tmp_path, monkeypatch):
-    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
-    generate_globant_files(tmp_path / "src", 3_000, dirty_share=0.05, seed=11)
-    references = ["departments.csv", "jobs.csv"]
-
-    with warehouse(database_url) as first:
-        before = schema_of(first)
-        folders = DataFolders(tmp_path / "a").ensure()
-        land(folders, tmp_path / "src", [*references, "hired_employees.csv"])
-        outcome = ingest_landing(first, folders)[-1]  # empty table: the bare-table path (binary COPY on PostgreSQL)
-        assert outcome.status == "applied" and outcome.counts.inserted > 2_800
-        assert schema_of(first) == before  # every index, key and foreign key back, validated
-        fast = contents(first)
-
-    # The same file through the general path: the table holds a row already (so it is staged and
-    # upserted), and PostgreSQL gets CSV text, as every load did before binary COPY.
-    monkeypatch.setattr(postgres_copy, "binary_schema", lambda table, columns: None)
-    with warehouse(other_url) as second:
-        folders = DataFolders(tmp_path / "b").ensure()
-        land(folders, tmp_path / "src", references)
-        ingest_landing(second, folders)
-        with second.begin() as conn:
-            conn.execute(sa.text("INSERT INTO hired_employees VALUES (1000000001, 'Already Here', '2021-01-01 00:00:00', 1, 1)"))
-        land(folders, tmp_path / "src", ["hired_employees.csv"])
-        assert ingest_landing(second, folders)[-1].counts.inserted == outcome.counts.inserted
-        assert contents(second) == fast
-
-
-def test_a_first_big_load_that_fails_rolls_back_and_keeps_every_index(database_url, tmp_path, monkeypatch):
-    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
-    generate_globant_files(tmp_path / "src", 2_000, dirty_share=0.02, seed=12)
+@contextmanager
+def ready_to_load(database_url: str, tmp_path: Path, employees: int, *, seed: int, dirty_share: float):
+    """A warehouse with departments and jobs loaded and a generated employees file in landing:
+    (engine, folders, the table's indexes and keys as the schema makes them)."""
+    generate_globant_files(tmp_path / "src", employees, dirty_share=dirty_share, seed=seed)
     with warehouse(database_url) as engine:
         before = schema_of(engine)
         folders = DataFolders(tmp_path / "data").ensure()
         land(folders, tmp_path / "src", ["departments.csv", "jobs.csv"])
         ingest_landing(engine, folders)
         land(folders, tmp_path / "src", ["hired_employees.csv"])
+        yield engine, folders, before
+
+
+def test_a_first_big_load_stores_exactly_what_the_staged_text_path_stores(database_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
+    with ready_to_load(database_url, tmp_path, 3_000, seed=11, dirty_share=0.05) as (engine, folders, before):
+        outcome = ingest_landing(engine, folders)[-1]  # empty table: the bare-table path (binary COPY on PostgreSQL)
+        assert outcome.status == "applied" and outcome.counts.inserted > 2_800
+        assert schema_of(engine) == before  # every index, key and foreign key back, validated
+        fast = contents(engine)
+
+        # The same file through the general path: the table holds a row already (so it is staged
+        # and upserted), and PostgreSQL gets CSV text, as every load did before binary COPY.
+        monkeypatch.setattr(postgres_copy, "binary_schema", lambda table, columns: None)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM hired_employees"))
+            conn.execute(sa.text("DELETE FROM rejected_rows"))
+            conn.execute(sa.text("DELETE FROM ingestion_ledger WHERE table_name = 'hired_employees'"))
+            conn.execute(sa.text("INSERT INTO hired_employees VALUES (1000000001, 'Already Here', '2021-01-01 00:00:00', 1, 1)"))
+        land(folders, tmp_path / "src", ["hired_employees.csv"])
+        assert ingest_landing(engine, folders)[-1].counts.inserted == outcome.counts.inserted
+        assert contents(engine) == fast
+
+
+def test_a_first_big_load_that_fails_rolls_back_and_keeps_every_index(database_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
+    with ready_to_load(database_url, tmp_path, 2_000, seed=12, dirty_share=0.02) as (engine, folders, before):
 
         def fail(*_args, **_kwargs):
             raise RuntimeError("the ledger write failed")
@@ -142,18 +125,12 @@ def test_a_big_load_whose_rows_lack_their_referenced_rows_rolls_back_whole(datab
     taking an unknown department, the whole file rolls back and the next transaction on the same
     connection checks foreign keys row by row again."""
     monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
-    generate_globant_files(tmp_path / "src", 1_000, dirty_share=0.0, seed=13)
-    with warehouse(database_url) as engine:
-        before = schema_of(engine)
-        folders = DataFolders(tmp_path / "data").ensure()
-        land(folders, tmp_path / "src", ["departments.csv", "jobs.csv"])
-        ingest_landing(engine, folders)
-        path = folders.landing / "hired_employees.csv"
-        shutil.copy(tmp_path / "src" / "hired_employees.csv", path)
-        with path.open("a", encoding="utf-8") as handle:
+    with ready_to_load(database_url, tmp_path, 1_000, seed=13, dirty_share=0.0) as (engine, folders, before):
+        with (folders.landing / "hired_employees.csv").open("a", encoding="utf-8") as handle:
             handle.write("5000,Orphan Row,2021-01-01T00:00:00Z,99,1\n")
         real_known_keys = file_transaction.known_keys
-        monkeypatch.setattr(file_transaction, "known_keys", lambda conn, spec: {**real_known_keys(conn, spec), "department_id": [*range(1, 13), 99]})
+        fooled = {"department_id": [*range(1, 13), 99]}  # 99 exists nowhere
+        monkeypatch.setattr(file_transaction, "known_keys", lambda conn, spec: {**real_known_keys(conn, spec), **fooled})
         with pytest.raises(sa.exc.IntegrityError):
             ingest_landing(engine, folders)
         assert table_count(engine, "hired_employees") == 0
@@ -173,7 +150,8 @@ def test_ids_out_of_order_load_sorted_and_the_later_duplicate_is_the_one_rejecte
     (outcome,) = ingest_landing(engine, folders)
     assert outcome.counts.inserted == 4 and outcome.rows_rejected == 1
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT id, name FROM hired_employees ORDER BY id")).all() == [(1, "One"), (3, "Three"), (7, "Seven"), (9, "Nine")]
+        loaded = conn.execute(sa.text("SELECT id, name FROM hired_employees ORDER BY id")).all()
+        assert loaded == [(1, "One"), (3, "Three"), (7, "Seven"), (9, "Nine")]
         assert conn.execute(sa.select(rejected_rows.c.line_number, rejected_rows.c.reasons)).all() == [
             (4, ["id: duplicate of an earlier row in this file (got 3)"])
         ]
@@ -185,8 +163,14 @@ def test_rejected_lines_are_logged_byte_for_byte_whatever_copy_would_make_of_the
     (folders.landing / "departments.csv").write_text("1,Sales\n", encoding="utf-8")
     (folders.landing / "jobs.csv").write_text("1,Clerk\n", encoding="utf-8")
     ingest_landing(engine, folders)
-    lines = ["5,Back\\slash,2021-01-01T00:00:00Z,1,1", "\\N,\\N,2021-01-01T00:00:00Z,1,1", 'x1,"Quoted, ""comma""",2021-01-01T00:00:00Z,1,1',
-             "2,Tab\there,2021-01-01T00:00:00Z,1,1", "3,Ünïcödé …,not a time,1,1", "4,\\.,2021-01-01T00:00:00Z,1,1,extra"]  # fmt: skip
+    lines = [
+        "5,Back\\slash,2021-01-01T00:00:00Z,1,1",
+        "\\N,\\N,2021-01-01T00:00:00Z,1,1",
+        'x1,"Quoted, ""comma""",2021-01-01T00:00:00Z,1,1',
+        "2,Tab\there,2021-01-01T00:00:00Z,1,1",
+        "3,Ünïcödé …,not a time,1,1",
+        "4,\\.,2021-01-01T00:00:00Z,1,1,extra",
+    ]
     (folders.landing / "hired_employees.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (outcome,) = ingest_landing(engine, folders)
     assert outcome.rows_rejected == 5  # the first row is valid: a backslash is text in a name

@@ -143,7 +143,8 @@ def _raise_for_orphans(conn: sa.Connection, table: str) -> None:
     orphans = conn.exec_driver_sql(f"PRAGMA foreign_key_check({quoted})").fetchmany(3)
     if orphans:
         found = ", ".join(f"rowid {rowid} has no row in {parent}" for _table, rowid, parent, _key in orphans)
-        raise sa.exc.IntegrityError(f"PRAGMA foreign_key_check({table})", None, sqlite3.IntegrityError(f"FOREIGN KEY constraint failed: {found}"))
+        failed = sqlite3.IntegrityError(f"FOREIGN KEY constraint failed: {found}")
+        raise sa.exc.IntegrityError(f"PRAGMA foreign_key_check({table})", None, failed)
 
 
 def is_postgres(engine_or_connection: sa.Engine | sa.Connection) -> bool:

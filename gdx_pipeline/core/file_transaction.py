@@ -19,6 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from gdx_pipeline.core import staged_writes
 from gdx_pipeline.core.csv_source import FileSnapshot, RecordBlock, parse_piece, read_record_pieces
 from gdx_pipeline.core.file_outcome import FileOutcome
 from gdx_pipeline.core.folders import DataFolders
@@ -31,7 +32,6 @@ from gdx_pipeline.core.ordered_threads import map_in_order, read_ahead
 from gdx_pipeline.core.reject_files import RejectFileWriter
 from gdx_pipeline.core.reject_log import record_rejects
 from gdx_pipeline.core.rule_failures import reason_kind
-from gdx_pipeline.core import staged_writes
 from gdx_pipeline.core.staged_writes import StagedUpsert
 from gdx_pipeline.core.utc import now_utc
 from gdx_pipeline.core.validation import RowValidator, ValidatedBlock, check_rows
@@ -112,7 +112,14 @@ def _apply_in_transaction(
             for block, checked, prepared in blocks:
                 upsert.add(prepared)
                 record_rejects(
-                    conn, spec, checked.rejected, source=path.name, source_sha256=outcome.sha256, run_id=run_id, request_id=None, at=started_at
+                    conn,
+                    spec,
+                    checked.rejected,
+                    source=path.name,
+                    source_sha256=outcome.sha256,
+                    run_id=run_id,
+                    request_id=None,
+                    at=started_at,
                 )
                 rejects.write(checked.rejected)
                 outcome.rows_read += block.rows_read

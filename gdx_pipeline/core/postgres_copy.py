@@ -113,5 +113,6 @@ def binary_payload(table: sa.Table, columns: Sequence[str], rows: Rows) -> bytes
 def copy_payload(conn: sa.Connection, target: str, columns: Sequence[str], payload: bytes) -> None:
     """Send a payload made by `binary_payload` as one binary COPY into `target` (a quoted name)."""
     columns_sql = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
-    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT binary)") as copy:
+    statement = f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT binary)"
+    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
         copy.write(payload)

@@ -60,7 +60,10 @@ def record_rejects(
     placeholders = ", ".join("?" for _ in _COLUMNS)
     conn.exec_driver_sql(
         f"INSERT INTO rejected_rows ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-        [(spec.name, source, source_sha256, line, raw, bind_reasons(r.reasons), run_id, request_id, when) for line, raw, r in zip(lines, raws, rows)],
+        [
+            (spec.name, source, source_sha256, line, raw, bind_reasons(r.reasons), run_id, request_id, when)
+            for line, raw, r in zip(lines, raws, rows)
+        ],
     )
 
 

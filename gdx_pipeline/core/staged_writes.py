@@ -13,11 +13,12 @@ What they share, written once here: timestamps go out as naive UTC wall-clock ti
 writes those many times faster than zoned ones; PostgreSQL reads them in a session whose time
 zone is UTC, SQLite stores SQLAlchemy's DATETIME text); rows reach PostgreSQL by COPY (binary
 where the columns allow: `postgres_copy`) and SQLite by `executemany`; a stage is a temporary
-table made once per connection and emptied after use; one `ON CONFLICT` clause that writes only rows that differ. From `BULK_ROWS` rows on, PostgreSQL
-drops the table's foreign keys and secondary indexes and builds them once after the write: one
-sorted index build and one set-wise key check beat per-row upkeep (pgloader does the same). The
-rows were already checked against the referenced ids, so re-adding cannot fail unless the data
-changed underneath, and then the whole transaction rolls back.
+table made once per connection and emptied after use; one `ON CONFLICT` clause that writes only
+rows that differ. From `BULK_ROWS` rows on, PostgreSQL drops the table's foreign keys and
+secondary indexes and builds them once after the write: one sorted index build and one set-wise
+key check beat per-row upkeep (pgloader does the same). The rows were already checked against
+the referenced ids, so re-adding cannot fail unless the data changed underneath, and then the
+whole transaction rolls back.
 """
 
 from __future__ import annotations
@@ -162,7 +163,9 @@ class Stage:
 # --- keys and indexes around a bulk write -------------------------------------------------------
 
 
-def key_and_index_ddl(table: sa.Table, dialect: str, *, drop: bool = False, primary_key: bool = False) -> list[sa.schema.ExecutableDDLElement]:
+def key_and_index_ddl(
+    table: sa.Table, dialect: str, *, drop: bool = False, primary_key: bool = False
+) -> list[sa.schema.ExecutableDDLElement]:
     """The DDL that builds a table's foreign keys and secondary indexes (and its primary key),
     or with `drop` takes them away, derived from the dictionary-derived schema: what a bulk
     write rebuilds, and what the ingestion benchmark's limit proxy adds after its bare load.
@@ -176,7 +179,9 @@ def key_and_index_ddl(table: sa.Table, dialect: str, *, drop: bool = False, prim
     keys = dialect != "sqlite"
     if drop:
         statements: list[sa.schema.ExecutableDDLElement] = [
-            sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False) for constraint in table.foreign_key_constraints if keys
+            sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False)
+            for constraint in table.foreign_key_constraints
+            if keys
         ]
         statements += [sa.schema.DropIndex(index, if_exists=True) for index in indexes_on(table, dialect)]
         if primary_key and keys:

@@ -145,7 +145,8 @@ class _LazyRawLines(dict):
         if self._line_feeds is None:
             self._line_feeds = np.flatnonzero(np.frombuffer(self._data, dtype=np.uint8) == LF)
         index = line - self._first
-        if index < 0 or index > len(self._line_feeds) or (index == len(self._line_feeds) and (not self._data or self._data.endswith(b"\n"))):
+        last = len(self._line_feeds)  # a line after the last line feed exists if the block does not end with one
+        if index < 0 or index > last or (index == last and (not self._data or self._data.endswith(b"\n"))):
             raise KeyError(line)
         start = int(self._line_feeds[index - 1]) + 1 if index else 0
         end = int(self._line_feeds[index]) if index < len(self._line_feeds) else len(self._data)
