@@ -6,8 +6,8 @@ The next blocks are read, parsed and checked in background threads while this on
 (`ordered_threads.map_in_order`): Arrow, numpy and the database driver release the GIL, so the
 cores parse while the database writes. What depends on earlier blocks and on the referenced ids
 read at the start (foreign keys, duplicates of earlier ids) is settled in one more thread, block
-by block in order, which also makes the rows ready for the wire (`StagedUpsert.prepare`): the
-transaction's own thread only writes.
+by block in order, which also makes the rows ready for the wire (`StagedUpsert.prepare`): on
+PostgreSQL the transaction's own thread then only writes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gdx_pipeline.core.rule_failures import reason_kind
 from gdx_pipeline.core.staged_writes import StagedUpsert
 from gdx_pipeline.core.utc import now_utc
 from gdx_pipeline.core.validation import RowValidator, ValidatedBlock, check_rows
-from gdx_pipeline.core.warehouse import write_transaction
+from gdx_pipeline.core.warehouse import is_postgres, write_transaction
 from gdx_pipeline.dictionary import TableSpec
 
 __all__ = ["apply_file", "estimated_rows", "read_ahead"]  # read_ahead: older imports name it here
@@ -103,12 +103,17 @@ def _apply_in_transaction(
         checked_blocks = map_in_order(lambda piece: check_rows(spec, parse_piece(piece, spec)), pieces)
 
         def settled() -> Iterator[tuple[RecordBlock, ValidatedBlock, object]]:
-            """In order, and made ready for the wire, one block ahead of the writes."""
+            """In order, and made ready for the wire."""
             for rows in checked_blocks:
                 checked = validator.settle(rows)
                 yield rows.block, checked, upsert.prepare(checked.valid)
 
-        with closing(checked_blocks), closing(read_ahead(settled(), depth=1)) as blocks:
+        # PostgreSQL: settled one block ahead, in a thread of its own, while the server writes.
+        # SQLite: in this thread, between writes. Its writes are this process's own work and
+        # give up the GIL at every row: beside a thread running Python they would wait for it
+        # row after row.
+        ahead = read_ahead(settled(), depth=1) if is_postgres(conn) else settled()
+        with closing(checked_blocks), closing(ahead) as blocks:
             for block, checked, prepared in blocks:
                 upsert.add(prepared)
                 record_rejects(

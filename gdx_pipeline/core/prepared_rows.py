@@ -1,9 +1,10 @@
 """Rows made ready for the database before the thread that writes them gets them.
 
 A file's transaction writes its blocks one after the other; whatever can be done to a block
-without the database (sorting it by key, turning it into `executemany` parameters or into a
-binary COPY payload) is done beforehand, in the thread that settles the blocks, so the writing
-thread only writes, and the two overlap.
+without the database (sorting it by key; for PostgreSQL, encoding it as a binary COPY payload)
+is done beforehand, in the thread that settles the blocks, so the writing thread only writes
+and the two overlap. SQLite's `executemany` parameters (`sqlite_parameters`) are made by the
+thread that inserts them (see `file_transaction`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ class PreparedRows:
     """Typed rows (the table's columns, in order) and, when made ahead, what goes on the wire."""
 
     table: pa.Table
-    sqlite_parameters: list[tuple] | None = None
     copy_payload: bytes | None = None  # PostgreSQL binary COPY: header, rows, trailer
 
 
@@ -45,8 +45,10 @@ def in_key_order(rows: pa.Table, key: str) -> pa.Table:
 
 
 def prepare_for_empty_table(dialect: str, table: sa.Table, columns: Sequence[str], rows: pa.Table) -> PreparedRows:
-    """Rows for plain inserts into `table` (an empty table's load), sorted by its key."""
+    """Rows for plain inserts into `table` (an empty table's load), sorted by its key; for
+    PostgreSQL encoded too. SQLite's parameters are Python objects: made in the thread that
+    inserts them, right before, they hold no GIL away from it and no memory for long."""
     ordered = in_key_order(rows.select(list(columns)), table.primary_key.columns[0].name)
     if dialect == "sqlite":
-        return PreparedRows(ordered, sqlite_parameters=sqlite_parameters(ordered))
+        return PreparedRows(ordered)
     return PreparedRows(ordered, copy_payload=binary_payload(table, columns, ordered))

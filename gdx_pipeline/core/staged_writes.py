@@ -251,11 +251,8 @@ class EmptyTableLoad:
 
     def add(self, parts: Iterable[pa.Table | pa.RecordBatch | PreparedRows]) -> None:
         target = target_name(self.conn, self.table.name)
-        insert = f"INSERT INTO {target} ({columns_list(self.conn, self.columns)}) VALUES ({', '.join('?' for _ in self.columns)})"
         for part in parts:
-            if isinstance(part, PreparedRows) and part.sqlite_parameters is not None:
-                self.conn.exec_driver_sql(insert, part.sqlite_parameters)
-            elif isinstance(part, PreparedRows) and part.copy_payload is not None:
+            if isinstance(part, PreparedRows) and part.copy_payload is not None:
                 copy_payload(self.conn, target, self.columns, part.copy_payload)
             else:
                 rows = part.table if isinstance(part, PreparedRows) else part
