@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,17 @@ def machine() -> str:
     return f"{os.cpu_count()} cores{f' ({model})' if model else ''}, load average {load} at the end"
 
 
+def commit() -> str:
+    """The commit the run measured, with `+ changes not committed` when tracked files differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=RESULTS.parents[1], capture_output=True, text=True, check=False).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return "not known (no git)"
+    return f"{head}{' + changes not committed' if git('status', '--porcelain', '--untracked-files=no') else ''}"
+
+
 def command() -> str:
     """The command line that ran the benchmark, as one would type it from the repository root."""
     script = Path(sys.argv[0]).resolve()
@@ -62,6 +74,7 @@ def append_run(name: str, title: str, body: str, *, postgres: str | None = None,
     section = (
         f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {title}\n\n"
         f"- machine: {machine()}{server}\n"
+        f"- commit: {commit()}\n"
         f"- command: `{command()}`\n\n"
         f"{body.strip()}\n"
     )

@@ -105,11 +105,17 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
 
 @contextmanager
-def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+def write_transaction(engine: sa.Engine, *, foreign_keys_of: str | None = None) -> Iterator[sa.Connection]:
     """A transaction that writes: committed on success, rolled back on error.
 
     On SQLite writers queue for it and the WAL is checkpointed behind them (see
     `SqliteWriters`); on PostgreSQL callers take the row or advisory locks they need inside it.
+
+    `foreign_keys_of` (SQLite; a bulk load of that table): foreign keys are not checked row by
+    row but once, for the whole table, before the commit (`PRAGMA foreign_key_check`, a set-wise
+    pass at a fraction of the per-row cost); a row without its referenced row rolls everything
+    back, as PostgreSQL's `ADD CONSTRAINT` after a bulk load does. SQLite only switches this
+    between transactions, so the connection gets it back after this one, whatever happened.
     """
     if is_postgres(engine):
         with engine.begin() as conn:
@@ -118,9 +124,27 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     writers = SqliteWriters.of(engine)
     with writers.turn(), engine.connect() as conn:
         conn.execution_options(**{_WRITES: True})  # in place: its BEGIN is IMMEDIATE
-        with conn.begin():
-            yield conn
+        raw = conn.connection.driver_connection
+        if foreign_keys_of is not None:
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():
+                yield conn
+                if foreign_keys_of is not None:
+                    _raise_for_orphans(conn, foreign_keys_of)
+        finally:
+            if foreign_keys_of is not None:
+                raw.execute("PRAGMA foreign_keys = ON")
     writers.committed()
+
+
+def _raise_for_orphans(conn: sa.Connection, table: str) -> None:
+    quoted = conn.dialect.identifier_preparer.quote(table)
+    orphans = conn.exec_driver_sql(f"PRAGMA foreign_key_check({quoted})").fetchmany(3)
+    if orphans:
+        found = ", ".join(f"rowid {rowid} has no row in {parent}" for _table, rowid, parent, _key in orphans)
+        failed = sqlite3.IntegrityError(f"FOREIGN KEY constraint failed: {found}")
+        raise sa.exc.IntegrityError(f"PRAGMA foreign_key_check({table})", None, failed)
 
 
 def is_postgres(engine_or_connection: sa.Engine | sa.Connection) -> bool:

@@ -2,22 +2,25 @@
 logged (in the table and a reject file), its ledger entry written, all committed together or
 not at all. A file whose sha256 the ledger already holds is skipped.
 
-The next block is parsed and validated in a background thread while this one loads
-(`read_ahead`): Arrow and pandas release the GIL, and the database works while psycopg waits.
+The next blocks are read, parsed and checked in background threads while this one loads
+(`ordered_threads.map_in_order`): Arrow, numpy and the database driver release the GIL, so the
+cores parse while the database writes. What depends on earlier blocks and on the referenced ids
+read at the start (foreign keys, duplicates of earlier ids) is settled in one more thread, block
+by block in order, which also makes the rows ready for the wire (`StagedUpsert.prepare`): on
+PostgreSQL the transaction's own thread then only writes.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import TypeVar
 
 import sqlalchemy as sa
 
-from gdx_pipeline.core.csv_source import FileSnapshot, read_record_blocks
+from gdx_pipeline.core import staged_writes
+from gdx_pipeline.core.csv_source import FileSnapshot, RecordBlock, parse_piece, read_record_pieces
 from gdx_pipeline.core.file_outcome import FileOutcome
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.known_keys import known_keys
@@ -25,16 +28,17 @@ from gdx_pipeline.core.landing_moves import forget_changes
 from gdx_pipeline.core.ledger import already_applied, record_ledger_entry
 from gdx_pipeline.core.locks import lock_table_for_writes
 from gdx_pipeline.core.logger import Logger
+from gdx_pipeline.core.ordered_threads import map_in_order, read_ahead
 from gdx_pipeline.core.reject_files import RejectFileWriter
 from gdx_pipeline.core.reject_log import record_rejects
 from gdx_pipeline.core.rule_failures import reason_kind
 from gdx_pipeline.core.staged_writes import StagedUpsert
 from gdx_pipeline.core.utc import now_utc
-from gdx_pipeline.core.validation import RowValidator
-from gdx_pipeline.core.warehouse import write_transaction
+from gdx_pipeline.core.validation import RowValidator, ValidatedBlock, check_rows
+from gdx_pipeline.core.warehouse import is_postgres, write_transaction
 from gdx_pipeline.dictionary import TableSpec
 
-T = TypeVar("T")
+__all__ = ["apply_file", "estimated_rows", "read_ahead"]  # read_ahead: older imports name it here
 # Globant rows are about 45 bytes; a smaller guess per row would overstate a file's rows.
 ESTIMATE_BYTES_PER_ROW = 64
 
@@ -84,7 +88,9 @@ def _apply_in_transaction(
 ) -> None:
     started_at = now_utc()
     clock = time.perf_counter()
-    with write_transaction(engine) as conn:
+    # A big file's foreign keys are checked once, for the whole table, before the commit (SQLite).
+    big = estimated_rows(outcome.size_bytes) >= staged_writes.BULK_ROWS and bool(spec.foreign_keys)
+    with write_transaction(engine, foreign_keys_of=spec.name if big else None) as conn:
         lock_table_for_writes(conn, spec)
         if already_applied(conn, outcome.sha256):
             outcome.status = "skipped"
@@ -93,22 +99,42 @@ def _apply_in_transaction(
             return
         validator = RowValidator(spec, known_keys(conn, spec))
         upsert = StagedUpsert(conn, spec, expected_rows=estimated_rows(outcome.size_bytes))
-        blocks = read_record_blocks(path, spec, block_bytes, snapshot=snapshot)
-        checked_blocks = ((block, validator.validate(block)) for block in blocks)
-        for block, checked in read_ahead(checked_blocks):
-            upsert.add(checked.valid)
-            record_rejects(
-                conn, spec, checked.rejected, source=path.name, source_sha256=outcome.sha256, run_id=run_id, request_id=None, at=started_at
-            )
-            rejects.write(checked.rejected)
-            outcome.rows_read += block.rows_read
-            outcome.rows_rejected += len(checked.rejected)
-            outcome.rejects_by_reason.update(reason_kind(r) for rr in checked.rejected for r in rr.reasons)
-            elapsed = max(time.perf_counter() - clock, 1e-9)
-            log.info(
-                f"{path.name}: {outcome.rows_read:,} rows read, {outcome.rows_rejected:,} rejected, "
-                f"{outcome.rows_read / elapsed:,.0f} rows/s"
-            )
+        pieces = read_record_pieces(path, block_bytes, snapshot=snapshot)
+        checked_blocks = map_in_order(lambda piece: check_rows(spec, parse_piece(piece, spec)), pieces)
+
+        def settled() -> Iterator[tuple[RecordBlock, ValidatedBlock, object]]:
+            """In order, and made ready for the wire."""
+            for rows in checked_blocks:
+                checked = validator.settle(rows)
+                yield rows.block, checked, upsert.prepare(checked.valid)
+
+        # PostgreSQL: settled one block ahead, in a thread of its own, while the server writes.
+        # SQLite: in this thread, between writes. Its writes are this process's own work and
+        # give up the GIL at every row: beside a thread running Python they would wait for it
+        # row after row.
+        ahead = read_ahead(settled(), depth=1) if is_postgres(conn) else settled()
+        with closing(checked_blocks), closing(ahead) as blocks:
+            for block, checked, prepared in blocks:
+                upsert.add(prepared)
+                record_rejects(
+                    conn,
+                    spec,
+                    checked.rejected,
+                    source=path.name,
+                    source_sha256=outcome.sha256,
+                    run_id=run_id,
+                    request_id=None,
+                    at=started_at,
+                )
+                rejects.write(checked.rejected)
+                outcome.rows_read += block.rows_read
+                outcome.rows_rejected += len(checked.rejected)
+                outcome.rejects_by_reason.update(reason_kind(r) for rr in checked.rejected for r in rr.reasons)
+                elapsed = max(time.perf_counter() - clock, 1e-9)
+                log.info(
+                    f"{path.name}: {outcome.rows_read:,} rows read, {outcome.rows_rejected:,} rejected, "
+                    f"{outcome.rows_read / elapsed:,.0f} rows/s"
+                )
         outcome.counts = upsert.apply()
         snapshot.raise_if_changed(path)  # reading proved the bytes; this covers the reject file's copies of long lines
         outcome.reject_file = rejects.publish()
@@ -125,42 +151,3 @@ def _apply_in_transaction(
             run_id=run_id,
             started_at=started_at,
         )
-
-
-def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Produce items in a background thread, at most `depth` ahead of the consumer.
-
-    Memory stays bounded by `depth` blocks. An exception in the producer is raised in the consumer.
-    """
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                slots.put((item, None))
-            slots.put((done, None))
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            slots.put((done, error))
-
-    worker = threading.Thread(target=produce, name="gdx-read-ahead", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = slots.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                slots.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()

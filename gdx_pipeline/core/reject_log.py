@@ -7,9 +7,11 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+import pyarrow as pa
 import sqlalchemy as sa
 
 from gdx_pipeline.core.csv_source import RAW_LINE_KEEP_CHARS
+from gdx_pipeline.core.postgres_copy import copy_rows
 from gdx_pipeline.core.validation import RejectedRow
 from gdx_pipeline.core.warehouse import is_postgres, rejected_rows
 from gdx_pipeline.dictionary import TableSpec
@@ -28,17 +30,45 @@ def record_rejects(
     request_id: str | None,
     at: datetime,
 ) -> None:
-    """Append rejected rows to the reject log (COPY on PostgreSQL)."""
+    """Append rejected rows to the reject log: one binary COPY on PostgreSQL, one `executemany` on
+    SQLite, the values of each column gathered once (a big dirty file has hundreds of thousands)."""
     if not rows:
         return
-    values = [(spec.name, source, source_sha256, r.line, stored_raw_line(r), r.reasons, run_id, request_id, at) for r in rows]
+    count = len(rows)
+    lines = [r.line for r in rows]
+    raws = [stored_raw_line(r) for r in rows]
     if is_postgres(conn):
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cursor, cursor.copy(f"COPY rejected_rows ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-            for *head, reasons, run, request, when in values:
-                copy.write_row((*head, json.dumps(reasons, ensure_ascii=False), run, request, when))
-    else:
-        conn.execute(rejected_rows.insert(), [dict(zip(_COLUMNS, row)) for row in values])
+        texts = [json.dumps(r.reasons, ensure_ascii=False) for r in rows]
+        columns = {
+            "table_name": _same(spec.name, count),
+            "source": _same(source, count),
+            "source_sha256": _same(source_sha256, count),
+            "line_number": pa.array(lines, pa.int64()),
+            "raw_line": pa.array(raws, pa.string()),
+            "reasons": pa.array(texts, pa.string()),
+            "run_id": _same(run_id, count),
+            "request_id": _same(request_id, count),
+            "rejected_at": pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), count),
+        }
+        copy_rows(conn, "rejected_rows", _COLUMNS, [pa.table(columns)], table=rejected_rows)
+        return
+    # SQLite: the values as SQLAlchemy would bind them (JSON text, DATETIME text), without its
+    # per-row statement machinery.
+    bind_reasons = rejected_rows.c.reasons.type.bind_processor(conn.dialect) or (lambda value: value)
+    bind_at = rejected_rows.c.rejected_at.type.bind_processor(conn.dialect) or (lambda value: value)
+    when = bind_at(at)
+    placeholders = ", ".join("?" for _ in _COLUMNS)
+    conn.exec_driver_sql(
+        f"INSERT INTO rejected_rows ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+        [
+            (spec.name, source, source_sha256, line, raw, bind_reasons(r.reasons), run_id, request_id, when)
+            for line, raw, r in zip(lines, raws, rows)
+        ],
+    )
+
+
+def _same(value: str | None, count: int) -> pa.Array:
+    return pa.nulls(count, pa.string()) if value is None else pa.repeat(pa.scalar(value, pa.string()), count)
 
 
 def stored_raw_line(row: RejectedRow) -> str:

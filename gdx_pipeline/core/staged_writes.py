@@ -11,28 +11,28 @@ Three jobs, inside the caller's transaction (as dlt's `sql_jobs` has them for ev
 
 What they share, written once here: timestamps go out as naive UTC wall-clock time (Arrow
 writes those many times faster than zoned ones; PostgreSQL reads them in a session whose time
-zone is UTC, SQLite stores SQLAlchemy's DATETIME text); rows reach PostgreSQL by COPY and SQLite
-by `executemany`; a stage is a temporary table made once per connection and emptied after use;
-one `ON CONFLICT` clause that writes only rows that differ. From `BULK_ROWS` rows on, PostgreSQL
-drops the table's foreign keys and secondary indexes and builds them once after the write: one
-sorted index build and one set-wise key check beat per-row upkeep (pgloader does the same). The
-rows were already checked against the referenced ids, so re-adding cannot fail unless the data
-changed underneath, and then the whole transaction rolls back.
+zone is UTC, SQLite stores SQLAlchemy's DATETIME text); rows reach PostgreSQL by COPY (binary
+where the columns allow: `postgres_copy`) and SQLite by `executemany`; a stage is a temporary
+table made once per connection and emptied after use; one `ON CONFLICT` clause that writes only
+rows that differ. From `BULK_ROWS` rows on, PostgreSQL drops the table's foreign keys and
+secondary indexes and builds them once after the write: one sorted index build and one set-wise
+key check beat per-row upkeep (pgloader does the same). The rows were already checked against
+the referenced ids, so re-adding cannot fail unless the data changed underneath, and then the
+whole transaction rolls back.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, quote_identifier
+from gdx_pipeline.core.postgres_copy import copy_payload, copy_rows
+from gdx_pipeline.core.prepared_rows import PreparedRows, prepare_for_empty_table, sqlite_parameters
+from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, metadata, quote_identifier
 from gdx_pipeline.dictionary import TableSpec
 
 # From this many rows on (PostgreSQL), dropping the foreign keys and secondary indexes and
@@ -41,8 +41,6 @@ BULK_ROWS = 200_000
 # SQLite: a block this big is staged and upserted with one `INSERT … SELECT`; a smaller one (an
 # API batch, a small file) goes straight into the table with one `executemany` of the upsert.
 SQLITE_STAGING_ROWS = 10_000
-
-Rows = TypeVar("Rows", pa.Table, pa.RecordBatch)
 
 
 @dataclass
@@ -70,33 +68,15 @@ def is_bulk(conn: sa.Connection, rows: int) -> bool:
 # --- rows on the wire ---------------------------------------------------------------------------
 
 
-def naive_utc(rows: Rows) -> Rows:
-    """Timestamps as UTC wall-clock time (what the session time zone, UTC, reads back right)."""
-    for i, field in enumerate(rows.schema):
-        if pa.types.is_timestamp(field.type):
-            rows = rows.set_column(i, field.name, rows.column(i).cast(pa.timestamp("us")))
-    return rows
-
-
-def sqlite_parameters(rows: pa.Table | pa.RecordBatch) -> list[tuple]:
-    """Rows as `executemany` parameters. Timestamps as SQLAlchemy's SQLite DATETIME text, naive UTC
-    "YYYY-MM-DD HH:MM:SS.ffffff", which Arrow's cast writes many times faster than strftime."""
-    naive = naive_utc(rows)
-    columns = [column.cast(pa.string()) if pa.types.is_timestamp(column.type) else column for column in naive.columns]
-    return list(zip(*(column.to_pylist() for column in columns)))
-
-
-def insert_rows(conn: sa.Connection, target: str, columns: Sequence[str], parts: Iterable[pa.Table | pa.RecordBatch]) -> None:
-    """Append rows to `target` (a quoted, qualified name): one COPY on PostgreSQL (the session's
-    time zone must be UTC: `Stage.create`, `EmptyTableLoad`), `executemany` on SQLite."""
+def insert_rows(
+    conn: sa.Connection, target: str, columns: Sequence[str], parts: Iterable[pa.Table | pa.RecordBatch], *, table: str | None = None
+) -> None:
+    """Append rows to `target` (a quoted, qualified name) shaped like the warehouse's `table`: one
+    COPY on PostgreSQL (binary where the columns allow, `postgres_copy`; else CSV, for which the
+    session's time zone must be UTC: `Stage.create`, `EmptyTableLoad`), `executemany` on SQLite."""
     columns_sql = columns_list(conn, columns)
     if is_postgres(conn):
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT csv)") as copy:
-            for part in parts:
-                buffer = io.BytesIO()
-                pacsv.write_csv(naive_utc(part), buffer, pacsv.WriteOptions(include_header=False))
-                copy.write(buffer.getbuffer())
+        copy_rows(conn, target, columns, parts, table=metadata.tables.get(table) if table else None)
         return
     placeholders = ", ".join("?" for _ in columns)
     for part in parts:
@@ -164,7 +144,7 @@ class Stage:
             )
 
     def add(self, parts: Iterable[pa.Table | pa.RecordBatch]) -> None:
-        insert_rows(self.conn, self.ref, self.columns, parts)
+        insert_rows(self.conn, self.ref, self.columns, parts, table=self.table)
 
     def empty(self) -> None:
         """SQLite: delete the staged rows (PostgreSQL does at commit)."""
@@ -185,29 +165,46 @@ class Stage:
 # --- keys and indexes around a bulk write -------------------------------------------------------
 
 
-def drop_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
-    """Drop a table's foreign keys and secondary indexes (and its key) before a bulk write.
+def key_and_index_ddl(
+    table: sa.Table, dialect: str, *, drop: bool = False, primary_key: bool = False
+) -> list[sa.schema.ExecutableDDLElement]:
+    """The DDL that builds a table's foreign keys and secondary indexes (and its primary key),
+    or with `drop` takes them away, derived from the dictionary-derived schema: what a bulk
+    write rebuilds, and what the ingestion benchmark's limit proxy adds after its bare load.
 
-    Names come from the dictionary-derived DDL. `isolate_from_table=False`: SQLAlchemy's
-    default would detach the constraint from the shared MetaData, and every later CREATE TABLE
-    in this process would silently leave it out.
+    Built: the primary key first (the foreign keys of others may need it), then the indexes,
+    then the foreign keys. `isolate_from_table=False`: SQLAlchemy's default would detach a
+    dropped constraint from the shared MetaData, and every later CREATE TABLE in this process
+    would silently leave it out. SQLite can neither add nor drop a key of an existing table: there
+    only the secondary indexes come and go.
     """
-    for constraint in table.foreign_key_constraints:
-        conn.execute(sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False))
-    for index in indexes_on(table, conn.dialect.name):
-        conn.execute(sa.schema.DropIndex(index, if_exists=True))
-    if primary_key:
-        conn.execute(sa.schema.DropConstraint(table.primary_key, isolate_from_table=False))
+    keys = dialect != "sqlite"
+    if drop:
+        statements: list[sa.schema.ExecutableDDLElement] = [
+            sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False)
+            for constraint in table.foreign_key_constraints
+            if keys
+        ]
+        statements += [sa.schema.DropIndex(index, if_exists=True) for index in indexes_on(table, dialect)]
+        if primary_key and keys:
+            statements.append(sa.schema.DropConstraint(table.primary_key, isolate_from_table=False))
+        return statements
+    statements = [sa.schema.AddConstraint(table.primary_key, isolate_from_table=False)] if primary_key and keys else []
+    statements += [sa.schema.CreateIndex(index) for index in indexes_on(table, dialect)]
+    statements += [sa.schema.AddConstraint(constraint, isolate_from_table=False) for constraint in table.foreign_key_constraints if keys]
+    return statements
+
+
+def drop_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
+    """Drop a table's foreign keys and secondary indexes (and its key) before a bulk write."""
+    for statement in key_and_index_ddl(table, conn.dialect.name, drop=True, primary_key=primary_key):
+        conn.execute(statement)
 
 
 def create_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
     """Rebuild what `drop_secondary_structures` dropped: one sorted build and one set-wise check each."""
-    if primary_key:
-        conn.execute(sa.schema.AddConstraint(table.primary_key, isolate_from_table=False))
-    for index in indexes_on(table, conn.dialect.name):
-        conn.execute(sa.schema.CreateIndex(index))
-    for constraint in table.foreign_key_constraints:
-        conn.execute(sa.schema.AddConstraint(constraint, isolate_from_table=False))
+    for statement in key_and_index_ddl(table, conn.dialect.name, primary_key=primary_key):
+        conn.execute(statement)
 
 
 def is_referenced(table: str) -> bool:
@@ -237,9 +234,9 @@ def after_write(conn: sa.Connection, table: sa.Table, *, bulk: bool, explicit_id
 class EmptyTableLoad:
     """Rows into a table that holds none (just emptied, or never loaded): plain inserts.
 
-    A bulk load on PostgreSQL goes into the bare table: foreign keys, secondary indexes and (if
-    nothing references the table) the primary key are dropped first and built once in `finish`,
-    which must run before the transaction commits.
+    A bulk load goes into the bare table: on PostgreSQL foreign keys, secondary indexes and (if
+    nothing references the table) the primary key are dropped first, on SQLite the secondary
+    indexes; they are built once in `finish`, which must run before the transaction commits.
     """
 
     def __init__(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], *, bulk: bool):
@@ -254,10 +251,15 @@ class EmptyTableLoad:
         if bulk:
             drop_secondary_structures(conn, table, primary_key=self._primary_key)
 
-    def add(self, parts: Iterable[pa.Table | pa.RecordBatch]) -> None:
+    def add(self, parts: Iterable[pa.Table | pa.RecordBatch | PreparedRows]) -> None:
+        target = target_name(self.conn, self.table.name)
         for part in parts:
-            insert_rows(self.conn, target_name(self.conn, self.table.name), self.columns, [part])
-            self.rows += part.num_rows
+            if isinstance(part, PreparedRows) and part.copy_payload is not None:
+                copy_payload(self.conn, target, self.columns, part.copy_payload)
+            else:
+                rows = part.table if isinstance(part, PreparedRows) else part
+                insert_rows(self.conn, target, self.columns, [rows], table=self.table.name)
+            self.rows += part.table.num_rows if isinstance(part, PreparedRows) else part.num_rows
 
     def finish(self, *, explicit_ids: bool = False) -> int:
         if self.bulk:
@@ -302,7 +304,8 @@ class StagedUpsert:
         self.stage = Stage(conn, spec.name, spec.columns)
         self._sqlite_counts = LoadCounts()
         self.direct: EmptyTableLoad | None = None
-        if is_bulk(conn, expected_rows) and not is_referenced(spec.name) and self._target_is_empty():
+        if expected_rows >= BULK_ROWS and not is_referenced(spec.name) and self._target_is_empty():
+            # Both engines: a first big load goes into the bare table, its indexes built after.
             self.direct = EmptyTableLoad(conn, data_tables[spec.name], spec.columns, bulk=True)
         elif self.postgres:
             self.stage.create()
@@ -310,13 +313,24 @@ class StagedUpsert:
     def _target_is_empty(self) -> bool:
         return self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {self.stage.target})").scalar_one()
 
-    def add(self, rows: pa.Table) -> None:
-        """Stage typed rows (dictionary columns, in order)."""
+    def prepare(self, rows: pa.Table) -> pa.Table | PreparedRows:
+        """What `add` takes, made ready without the database (any thread may call it): for a first
+        load into the bare table, sorted by key and encoded for the wire."""
+        if self.direct is None or rows.num_rows == 0:
+            return rows
+        return prepare_for_empty_table(self.conn.dialect.name, self.direct.table, self.spec.columns, rows)
+
+    def add(self, rows: pa.Table | PreparedRows) -> None:
+        """Stage typed rows (dictionary columns, in order), or rows from `prepare`."""
+        if isinstance(rows, PreparedRows):
+            self.direct.add([rows])
+            self.staged += rows.table.num_rows
+            return
         if rows.num_rows == 0:
             return
         table = rows.select(self.spec.columns)
         if self.direct is not None:
-            self.direct.add([table])
+            self.direct.add([prepare_for_empty_table(self.conn.dialect.name, self.direct.table, self.spec.columns, table)])
         elif self.postgres:
             self.stage.add([table])
         elif table.num_rows >= SQLITE_STAGING_ROWS:

@@ -22,7 +22,7 @@ The names below are the package's public interface; import them from here.
 
 from gdx_pipeline.core.csv_source.errors import FileChangedError, UnreadableFileError
 from gdx_pipeline.core.csv_source.file_names import table_for_file
-from gdx_pipeline.core.csv_source.reading import read_record_blocks, read_text_records
+from gdx_pipeline.core.csv_source.reading import parse_piece, read_record_blocks, read_record_pieces, read_text_records
 from gdx_pipeline.core.csv_source.record_ends import count_line_breaks
 from gdx_pipeline.core.csv_source.records import (
     DEFAULT_BLOCK_BYTES,
@@ -47,7 +47,9 @@ __all__ = [
     "UnreadableFileError",
     "count_line_breaks",
     "file_sha256",
+    "parse_piece",
     "read_record_blocks",
+    "read_record_pieces",
     "read_text_records",
     "string_table",
     "table_for_file",

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from gdx_pipeline.core.csv_source.record_ends import count_line_breaks
+from gdx_pipeline.core.csv_source.record_ends import LF, count_line_breaks
 from gdx_pipeline.core.csv_source.records import MAX_RECORD_BYTES, RecordBlock, string_table
 from gdx_pipeline.core.csv_source.splitting import Block, LongRecord
 from gdx_pipeline.dictionary import TableSpec
@@ -37,12 +37,6 @@ def _size_text(size: int) -> str:
     return f"{size:,} bytes"
 
 
-def _raw_lines(data: bytes) -> list[str]:
-    text = data.decode("utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _parse_fast(block: Block, spec: TableSpec) -> RecordBlock | None:
@@ -64,12 +58,14 @@ def _parse_fast(block: Block, spec: TableSpec) -> RecordBlock | None:
             column_types={c: pa.string() for c in columns},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
+            check_utf8=False,  # the splitter checked the block's bytes (`_valid_text`)
         ),
     )
     total = table.num_rows + len(invalid)
     # One record per physical line, or line numbers and raw lines would drift: a quoted value
     # spanning lines takes the slow path, which tracks both.
-    physical_lines = count_line_breaks(block.data) + (0 if block.data.endswith((b"\n", b"\r")) else 1)
+    line_breaks = block.line_breaks if block.line_breaks is not None else count_line_breaks(block.data)
+    physical_lines = line_breaks + (0 if block.data.endswith((b"\n", b"\r")) else 1)
     if total != physical_lines or _has_lone_carriage_return(block.data) or any(n is None for n, _, _ in invalid):
         return None
     bad_numbers = np.array(sorted(n for n, _, _ in invalid), dtype=np.int64)
@@ -84,7 +80,7 @@ def _parse_fast(block: Block, spec: TableSpec) -> RecordBlock | None:
 
 
 def _has_lone_carriage_return(data: bytes) -> bool:
-    return data.count(b"\r") != data.count(b"\r\n")
+    return data.find(b"\r") >= 0 and data.count(b"\r") != data.count(b"\r\n")
 
 
 _PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
@@ -139,19 +135,27 @@ def _parse_slow(block: Block, spec: TableSpec) -> RecordBlock:
 
 
 class _LazyRawLines(dict):
-    """Line number -> raw text of a block; the block is decoded and split only if a row of it
-    is asked for (a rejected one), not for every block on the hot path."""
+    """Line number -> raw text of a block whose records and lines agree one to one (no lone CR);
+    only the lines asked for (rejected rows) are cut out and decoded, found by where the block's
+    line feeds are, which is looked up once, the first time a line is asked for."""
 
     def __init__(self, data: bytes, first_line: int):
         super().__init__()
         self._data = data
-        self._lines: list[str] | None = None
+        self._line_feeds: np.ndarray | None = None
         self._first = first_line
 
     def __getitem__(self, line: int) -> str:
-        if self._lines is None:
-            self._lines = _raw_lines(self._data)
-        return self._lines[line - self._first]
+        if self._line_feeds is None:
+            self._line_feeds = np.flatnonzero(np.frombuffer(self._data, dtype=np.uint8) == LF)
+        index = line - self._first
+        last = len(self._line_feeds)  # a line after the last line feed exists if the block does not end with one
+        if index < 0 or index > last or (index == last and (not self._data or self._data.endswith(b"\n"))):
+            raise KeyError(line)
+        start = int(self._line_feeds[index - 1]) + 1 if index else 0
+        end = int(self._line_feeds[index]) if index < len(self._line_feeds) else len(self._data)
+        raw = self._data[start:end]
+        return (raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8")
 
 
 def _field_count_reason(expected: int, found: int, raw: str) -> str:

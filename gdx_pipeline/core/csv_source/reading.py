@@ -15,7 +15,7 @@ from gdx_pipeline.core.csv_source.errors import UnreadableFileError
 from gdx_pipeline.core.csv_source.parsing import long_record_block, parse_block
 from gdx_pipeline.core.csv_source.records import DEFAULT_BLOCK_BYTES, MAX_RECORD_BYTES, RecordBlock, string_table
 from gdx_pipeline.core.csv_source.snapshot import FileSnapshot, HashingReader
-from gdx_pipeline.core.csv_source.splitting import Block, RecordSplitter
+from gdx_pipeline.core.csv_source.splitting import Block, LongRecord, RecordSplitter
 from gdx_pipeline.dictionary import TableSpec
 
 
@@ -32,15 +32,25 @@ def read_record_blocks(
     With `snapshot`, reading ends by checking that the bytes read hash to the snapshot's sha256
     and that the file is untouched (FileChangedError otherwise), so the caller can roll back.
     """
+    for piece in read_record_pieces(path, block_bytes, snapshot=snapshot, max_record_bytes=max_record_bytes):
+        yield parse_piece(piece, spec, max_record_bytes)
+
+
+def read_record_pieces(
+    path: Path,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    *,
+    snapshot: FileSnapshot | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> Iterator[Block | LongRecord]:
+    """`read_record_blocks` before parsing: the file cut into blocks of whole records (checked
+    UTF-8) and over-long records, hashed as read, in order. Each piece is parsed by itself
+    (`parse_piece`), so several can be parsed at once; the checks at the end are the same."""
     with path.open("rb") as handle:
         reading = HashingReader(handle)
         splitter = RecordSplitter(reading.read, block_bytes, max_record_bytes)
         try:
-            for piece in splitter.pieces():
-                if isinstance(piece, Block):
-                    yield parse_block(piece, spec)
-                else:
-                    yield long_record_block(piece, spec, max_record_bytes, in_file=True)
+            yield from splitter.pieces()
         except UnreadableFileError:
             if snapshot is not None:
                 snapshot.raise_if_changed(path)  # a file rewritten while read is not judged by a mix of two versions
@@ -49,6 +59,13 @@ def read_record_blocks(
             snapshot.verify_read(path, reading.sha256(), reading.size)
     if not splitter.saw_content:
         raise UnreadableFileError("the file is empty: it has no data lines")
+
+
+def parse_piece(piece: Block | LongRecord, spec: TableSpec, max_record_bytes: int = MAX_RECORD_BYTES) -> RecordBlock:
+    """One piece of a landing file as a `RecordBlock` of `spec`'s columns."""
+    if isinstance(piece, Block):
+        return parse_block(piece, spec)
+    return long_record_block(piece, spec, max_record_bytes, in_file=True)
 
 
 def read_text_records(text: str, spec: TableSpec, *, max_record_bytes: int = MAX_RECORD_BYTES) -> RecordBlock:

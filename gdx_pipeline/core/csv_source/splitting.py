@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from gdx_pipeline.core.csv_source.errors import UnreadableFileError
 from gdx_pipeline.core.csv_source.record_ends import CR, LF, QuoteState, count_line_breaks, line_ending_length, record_ends
@@ -25,6 +26,7 @@ class Block:
     data: bytes
     first_line: int
     open_quote: bool = False  # its last record's quoted field runs to the end of the file
+    line_breaks: int | None = None  # physical line breaks in `data`, when already counted
 
 
 @dataclass
@@ -60,6 +62,19 @@ class _DecodeCheck:
             at = first_line + count_line_breaks(data[:bad])
             raise UnreadableFileError(f"not UTF-8: undecodable byte at line {at}; re-save the file as UTF-8 and drop it again")
         return text
+
+
+def _valid_text(data: bytes) -> bool:
+    """Whether `data` is whole UTF-8 text without NUL bytes: checked by Arrow's validator, which
+    refuses what Python's strict decoder refuses and, unlike it, does not hold the GIL."""
+    if data.find(b"\x00") >= 0:
+        return False
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    try:
+        pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)]).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 class RecordSplitter:
@@ -159,10 +174,11 @@ class RecordSplitter:
         return True
 
     def _block(self, data: bytes, *, open_quote: bool) -> Block:
-        _DecodeCheck().decode(data, self.line, final=True)
+        if not _valid_text(data):
+            _DecodeCheck().decode(data, self.line, final=True)  # raises, saying where
         self.saw_content = self.saw_content or bool(data.strip())
-        block = Block(data, self.line, open_quote)
-        self.line += count_line_breaks(data)
+        block = Block(data, self.line, open_quote, count_line_breaks(data))
+        self.line += block.line_breaks
         return block
 
     def _long_record_in_memory(self, buffer: bytes, start: int, content_end: int, end: int, *, open_quote: bool) -> LongRecord:

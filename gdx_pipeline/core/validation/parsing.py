@@ -37,9 +37,15 @@ class ParsedColumn:
 
 
 def _parse_integer(text: pa.Array) -> ParsedColumn:
-    is_integer = pc.fill_null(pc.match_substring_regex(text, INTEGER_PATTERN), False)
-    fits = pc.and_(is_integer, pc.less_equal(pc.utf8_length(pc.utf8_ltrim(text, characters="+-")), _MAX_INT_DIGITS))
-    unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's cast refuses "+7"
+    if pc.all(pc.ascii_is_decimal(text)).as_py() is not False:
+        # The usual column: every value bare ASCII digits, which the pattern accepts as they are.
+        is_integer, digits, unsigned = pc.is_valid(text), text, text
+    else:
+        is_integer = pc.fill_null(pc.match_substring_regex(text, INTEGER_PATTERN), False)
+        digits = pc.utf8_ltrim(text, characters="+-")
+        signed = pc.any(pc.starts_with(text, "+")).as_py()
+        unsigned = pc.replace_substring_regex(text, r"^\+", "") if signed else text  # Arrow's cast refuses "+7"
+    fits = pc.and_(is_integer, pc.less_equal(pc.utf8_length(digits), _MAX_INT_DIGITS))
     values = pc.cast(pc.if_else(fits, unsigned, pa.scalar(None, pa.string())), pa.int64())
     not_integer = pc.and_(pc.is_valid(text), pc.invert(is_integer))
     too_long = pc.and_(is_integer, pc.invert(fits))
@@ -50,12 +56,44 @@ def _parse_integer(text: pa.Array) -> ParsedColumn:
     return ParsedColumn(values, "not an integer", not_integer)
 
 
-def _parse_timestamp(text: pa.Array) -> ParsedColumn:
+# The one shape most files write, `2021-03-31T23:30:00Z`: such a text needs no normalising and
+# is checked for it by its bytes, position by position (byte ranges, low and high).
+_CANONICAL_INSTANT = np.frombuffer(b"0000-00-00T00:00:00Z", dtype=np.uint8)
+_CANONICAL_LOW = _CANONICAL_INSTANT
+_CANONICAL_HIGH = np.where(_CANONICAL_INSTANT == ord("0"), ord("9"), _CANONICAL_INSTANT).astype(np.uint8)
+
+
+def _canonical_instants(text: pa.Array) -> np.ndarray:
+    """Mask of the texts of exactly the shape `YYYY-MM-DDTHH:MM:SSZ` (ASCII digits where the Ys..Ss are)."""
+    width = len(_CANONICAL_INSTANT)
+    sized = pc.fill_null(pc.equal(pc.binary_length(text), width), False)
+    candidates = pc.filter(text, sized)  # contiguous values: one row of `width` bytes each
+    mask = np.zeros(len(text), dtype=bool)
+    if len(candidates):
+        offsets = np.frombuffer(candidates.buffers()[1], dtype=np.int32)[candidates.offset : candidates.offset + len(candidates) + 1]
+        data = np.frombuffer(candidates.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(-1, width)
+        mask[np.flatnonzero(sized.to_numpy(zero_copy_only=False))] = ((data >= _CANONICAL_LOW) & (data <= _CANONICAL_HIGH)).all(axis=1)
+    return mask
+
+
+def _normalized_instants(text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(whether each text has the ISO shape, the shaped ones normalised for Arrow's cast)."""
     shaped = pc.fill_null(pc.match_substring_regex(text, ISO_DATETIME_PATTERN), False)
     candidates = pc.if_else(shaped, text, pa.scalar(None, pa.string()))
     normalized = pc.replace_substring(pc.replace_substring(pc.utf8_upper(candidates), ",", "."), " ", "T")
-    to_microseconds = pc.replace_substring_regex(normalized, r"(\.\d{6})\d+", r"\1")  # the columns keep microseconds
-    values = _cast_instants(to_microseconds)
+    return shaped, pc.replace_substring_regex(normalized, r"(\.\d{6})\d+", r"\1")  # the columns keep microseconds
+
+
+def _parse_timestamp(text: pa.Array) -> ParsedColumn:
+    canonical = _canonical_instants(text)
+    others = pc.and_(pc.is_valid(text), pa.array(~canonical))
+    if pc.any(others).as_py():  # only the other texts go through the pattern and normalising
+        others_shaped, others_normalized = _normalized_instants(pc.filter(text, others))
+        shaped = pc.replace_with_mask(pa.array(canonical), others, others_shaped)
+        candidates = pc.replace_with_mask(pc.if_else(pa.array(canonical), text, pa.scalar(None, pa.string())), others, others_normalized)
+    else:
+        shaped, candidates = pa.array(canonical), text
+    values = _cast_instants(candidates)
     unreadable = pc.or_(pc.and_(pc.is_valid(text), pc.invert(shaped)), pc.and_(shaped, pc.is_null(values)))
     return ParsedColumn(values, "not an ISO-8601 datetime with a Z or an offset", unreadable)
 

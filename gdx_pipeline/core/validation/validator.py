@@ -65,11 +65,13 @@ class RowValidator:
             for row in np.flatnonzero(duplicates):
                 reasons[int(row)] = [f"{key}: duplicate of an earlier row in this {self.source_kind} (got {ids[row]})"]
             order = {column: i for i, column in enumerate(self.spec.columns)}
+            lines, raw_lines = block.lines, block.raw_lines
             for row in sorted(reasons):
-                line = int(block.lines[row])
-                rejected.append(
-                    RejectedRow(line, block.raw_lines[line], sorted(reasons[row], key=lambda r: order.get(r.split(":")[0], -1)))
-                )
+                line = int(lines[row])
+                row_reasons = reasons[row]
+                if len(row_reasons) > 1:
+                    row_reasons = sorted(row_reasons, key=lambda r: order.get(r.split(":")[0], -1))
+                rejected.append(RejectedRow(line, raw_lines[line], row_reasons))
             if reasons:
                 keep = np.ones(typed.num_rows, dtype=bool)
                 keep[list(reasons)] = False
