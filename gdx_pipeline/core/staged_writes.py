@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
+from gdx_pipeline.core.hire_rollup import hire_rollup_change
 from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, quote_identifier
 from gdx_pipeline.dictionary import TableSpec
 
@@ -299,6 +300,7 @@ class StagedUpsert:
         self.postgres = is_postgres(conn)
         self.stage = Stage(conn, spec.name, spec.columns)
         self._sqlite_counts = LoadCounts()
+        self.hires = hire_rollup_change(conn, spec.name)  # the rollup moves in the same transaction
         self.direct: EmptyTableLoad | None = None
         if is_bulk(conn, expected_rows) and not is_referenced(spec.name) and self._target_is_empty():
             self.direct = EmptyTableLoad(conn, data_tables[spec.name], spec.columns, bulk=True)
@@ -313,6 +315,7 @@ class StagedUpsert:
         if rows.num_rows == 0:
             return
         table = rows.select(self.spec.columns)
+        self.hires.add(table)
         if self.direct is not None:
             self.direct.add([table])
         elif self.postgres:
@@ -325,16 +328,21 @@ class StagedUpsert:
 
     def apply(self) -> LoadCounts:
         if self.direct is not None:
-            return LoadCounts(inserted=self.direct.finish())
-        if self.staged == 0:
-            return LoadCounts()
-        if self.postgres:
-            return self._apply_postgres()
-        return self._sqlite_counts
+            counts = LoadCounts(inserted=self.direct.finish())
+        elif self.staged == 0:
+            counts = LoadCounts()
+        elif self.postgres:
+            counts = self._apply_postgres()
+        else:
+            counts = self._sqlite_counts
+        self.hires.apply()
+        return counts
 
     def _apply_postgres(self) -> LoadCounts:
         table = data_tables[self.spec.name]
         bulk = is_bulk(self.conn, self.staged)
+        key = quote_identifier(self.conn, self.spec.primary_key)
+        self.hires.subtract_stored(f"{self.stage.ref} AS s JOIN {self.stage.target} AS t ON t.{key} = s.{key}")
         if bulk:
             drop_secondary_structures(self.conn, table)
         # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
@@ -354,6 +362,8 @@ class StagedUpsert:
         target, key = self.stage.target, quote_identifier(self.conn, self.spec.primary_key)
         ids = json.dumps(table.column(self.spec.primary_key).to_pylist())
         existing = self.conn.exec_driver_sql(f"SELECT count(*) FROM {target} WHERE {key} IN (SELECT value FROM json_each(?))", (ids,)).scalar_one()
+        if existing:
+            self.hires.subtract_stored(f"{target} AS t WHERE t.{key} IN (SELECT value FROM json_each(?))", (ids,))
         columns = self.spec.columns
         changed = self.conn.exec_driver_sql(
             f"INSERT INTO {target} AS target ({columns_list(self.conn, columns)}) VALUES ({', '.join('?' for _ in columns)}) "
@@ -373,6 +383,8 @@ class StagedUpsert:
             f"SELECT count(*), coalesce(sum(CASE WHEN {differs(self.conn, self.spec.columns, self.spec.primary_key, 'target', 'stage')} THEN 1 ELSE 0 END), 0) "
             f"FROM {stage.ref} AS stage JOIN {stage.target} AS target ON target.{key} = stage.{key}"
         ).one()
+        if existing:
+            self.hires.subtract_stored(f"{stage.ref} AS s JOIN {stage.target} AS t ON t.{key} = s.{key}")
         self.conn.exec_driver_sql(stage.upsert_sql(self.spec.primary_key))
         stage.empty()
         return LoadCounts(inserted=table.num_rows - existing, updated=changed, unchanged=existing - changed)
