@@ -16,14 +16,18 @@ already take turns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import cache
 from typing import TypeVar
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from gdx_pipeline.core.locks import lock_hire_rollup
 from gdx_pipeline.core.warehouse import hire_quarter_sql, hires_by_quarter, is_postgres
+from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL
 
 # The table whose rows the rollup counts.
 COUNTED_TABLE = "hired_employees"
@@ -34,20 +38,37 @@ _FOLD_PARTS = 32
 Part = TypeVar("Part", pa.Table, pa.RecordBatch)
 
 
+@cache
+def _quarter_of_day() -> tuple[int, np.ndarray]:
+    """(first day, table): for each UTC day the dictionary admits (days since 1970), year * 4 +
+    quarter - 1. A lookup per row is several times cheaper than Arrow's calendar functions."""
+    first = (HIRED_FROM.normalize() - pd.Timestamp("1970-01-01", tz="UTC")).days
+    days = np.arange(first, (HIRED_UNTIL.normalize() - pd.Timestamp("1970-01-01", tz="UTC")).days + 1).astype("datetime64[D]")
+    months = days.astype("datetime64[M]").astype(np.int64)  # months since 1970-01
+    return first, ((months // 12 + 1970) * 4 + months % 12 // 3).astype(np.int64)
+
+
 def _counted(rows: pa.Table | pa.RecordBatch) -> pa.Table:
-    """Rows (with datetime, department_id, job_id) as (year, quarter, department_id, job_id, hires)."""
-    when = rows.column("datetime")
-    if when.type.tz is None:  # naive means UTC here
-        when = when.cast(pa.timestamp(when.type.unit, tz="UTC"))
-    keys = pa.table(
+    """Rows (with datetime, department_id, job_id) as (year, quarter, department_id, job_id, hires).
+
+    Grouped on two keys, not four: the quarter and the department share one int64 (quarter above
+    bit 32, department id below, which the dictionary keeps under 2**31)."""
+    first, quarter_of_day = _quarter_of_day()
+    micros = rows.column("datetime").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    quarters = quarter_of_day[micros // 86_400_000_000 - first]
+    packed = (quarters << 32) | rows.column("department_id").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    grouped = pa.table({"packed": packed, "job_id": rows.column("job_id").cast(pa.int64())}).group_by(["packed", "job_id"]).aggregate([([], "count_all")])
+    packed = grouped.column("packed").to_numpy()
+    quarters = packed >> 32
+    return pa.table(
         {
-            "year": pc.year(when),
-            "quarter": pc.quarter(when),
-            "department_id": rows.column("department_id").cast(pa.int64()),
-            "job_id": rows.column("job_id").cast(pa.int64()),
+            "year": quarters // 4,
+            "quarter": quarters % 4 + 1,
+            "department_id": packed & 0xFFFFFFFF,
+            "job_id": grouped.column("job_id"),
+            "hires": grouped.column("count_all"),
         }
     )
-    return keys.group_by(list(KEY)).aggregate([([], "count_all")]).rename_columns([*KEY, "hires"])
 
 
 def _summed(parts: list[pa.Table]) -> pa.Table:
