@@ -213,10 +213,11 @@ METRIC_TABLES = (metric_quarterly_hires, metric_departments_above_mean)
 hires_by_quarter = sa.Table(
     "hires_by_quarter",
     metadata,
+    # Key in this order: a year's rows come grouped by department and job, as both metrics read them.
     sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment="Hiring year (UTC)."),
-    sa.Column("quarter", sa.SmallInteger, primary_key=True, autoincrement=False, comment="Quarter of the year (UTC): 1 is January to March."),
     sa.Column("department_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("hired_employees", "department_id")),
     sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("hired_employees", "job_id")),
+    sa.Column("quarter", sa.SmallInteger, primary_key=True, autoincrement=False, comment="Quarter of the year (UTC): 1 is January to March."),
     sa.Column("hires", sa.Integer, nullable=False, comment="Rows of hired_employees with this quarter, department and job (a row exists only while it is above 0)."),
     comment="Hires per UTC quarter, department and job: hired_employees counted, kept in step by every write to it.",
 )
