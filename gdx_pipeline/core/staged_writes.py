@@ -301,6 +301,7 @@ class StagedUpsert:
         self.stage = Stage(conn, spec.name, spec.columns)
         self._sqlite_counts = LoadCounts()
         self.hires = hire_rollup_change(conn, spec.name)  # the rollup moves in the same transaction
+        self._staged_ids: list[pa.ChunkedArray] = []  # PostgreSQL: the keys a small upsert replaces
         self.direct: EmptyTableLoad | None = None
         if is_bulk(conn, expected_rows) and not is_referenced(spec.name) and self._target_is_empty():
             self.direct = EmptyTableLoad(conn, data_tables[spec.name], spec.columns, bulk=True)
@@ -320,6 +321,8 @@ class StagedUpsert:
             self.direct.add([table])
         elif self.postgres:
             self.stage.add([table])
+            if self.staged + table.num_rows < BULK_ROWS:
+                self._staged_ids.append(table.column(self.spec.primary_key))
         elif table.num_rows >= SQLITE_STAGING_ROWS:
             self._sqlite_counts += self._upsert_sqlite_staged(table)
         else:
@@ -342,7 +345,11 @@ class StagedUpsert:
         table = data_tables[self.spec.name]
         bulk = is_bulk(self.conn, self.staged)
         key = quote_identifier(self.conn, self.spec.primary_key)
-        self.hires.subtract_stored(f"{self.stage.ref} AS s JOIN {self.stage.target} AS t ON t.{key} = s.{key}")
+        if bulk:
+            self.hires.subtract_stored(f"{self.stage.ref} AS s JOIN {self.stage.target} AS t ON t.{key} = s.{key}")
+        else:  # by key: the stage has no statistics, and a join with it may scan the whole table
+            ids = [value for part in self._staged_ids for value in part.to_pylist()]
+            self.hires.subtract_stored(f"{self.stage.target} AS t WHERE t.{key} = ANY(%s)", (ids,))
         if bulk:
             drop_secondary_structures(self.conn, table)
         # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
