@@ -112,10 +112,10 @@ def bench_engine(name: str, engine: sa.Engine, files: Path, employees: int, repe
         full = variant != "rollup"
         set_indexes(engine, "shipped" if variant == "rollup" else variant)
         timings = {
-            f"quarterly_hires {YEAR}": best_of(repeat, lambda: quarterly_hires(engine, YEAR, full_scan=full)),
-            f"departments_above_mean {YEAR}": best_of(repeat, lambda: departments_above_mean(engine, YEAR, full_scan=full)),
-            f"quarterly_hires {EMPTY_YEAR} (no hires)": best_of(repeat, lambda: quarterly_hires(engine, EMPTY_YEAR, full_scan=full)),
-            "years_with_hires": best_of(repeat, lambda: years_with_hires(engine, full_scan=full)),
+            f"quarterly_hires {YEAR}": best_of(repeat, lambda full=full: quarterly_hires(engine, YEAR, full_scan=full)),
+            f"departments_above_mean {YEAR}": best_of(repeat, lambda full=full: departments_above_mean(engine, YEAR, full_scan=full)),
+            f"quarterly_hires {EMPTY_YEAR} (no hires)": best_of(repeat, lambda full=full: quarterly_hires(engine, EMPTY_YEAR, full_scan=full)),
+            "years_with_hires": best_of(repeat, lambda full=full: years_with_hires(engine, full_scan=full)),
         }
         # Same answers whatever the path and the indexes.
         assert quarterly_hires(engine, YEAR, full_scan=full).equals(expected_q)

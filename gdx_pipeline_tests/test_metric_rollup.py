@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gdx_pipeline.core import metrics, staged_writes
-from gdx_pipeline.core.backups import backup_table, restore_snapshot, restore_table
-from gdx_pipeline.core.backups import take as backup_take
+from gdx_pipeline.core.backups import backup_table, restore_snapshot, restore_table, take as backup_take
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
@@ -62,7 +60,8 @@ def assert_rollup_exact(engine: sa.Engine, years: range | list[int] = YEARS) -> 
 def seed(engine: sa.Engine, departments: int = 3, jobs: int = 3) -> None:
     for name, column, count in (("departments", "department", departments), ("jobs", "job", jobs)):
         spec = table_spec(name)
-        apply_batch(engine, spec, block_from_mappings(spec, [{"id": i, column: f"{name} {i}"} for i in range(1, count + 1)]), request_id="seed")
+        rows = [{"id": i, column: f"{name} {i}"} for i in range(1, count + 1)]
+        apply_batch(engine, spec, block_from_mappings(spec, rows), request_id="seed")
 
 
 def test_the_real_data(engine, globant_landing):
@@ -87,7 +86,12 @@ def test_generated_data_through_every_write_path(engine, folders, monkeypatch):
 
 # Instants at and beside every quarter edge, written with a Z or with an offset that puts the
 # local date in the neighbouring quarter.
-_EDGES = [datetime(year, month, 1, tzinfo=UTC) + delta for year in (2020, 2021, 2022, 2023) for month in (1, 4, 7, 10) for delta in (timedelta(microseconds=-1), timedelta(0), timedelta(days=40))]
+_EDGES = [
+    datetime(year, month, 1, tzinfo=UTC) + delta
+    for year in (2020, 2021, 2022, 2023)
+    for month in (1, 4, 7, 10)
+    for delta in (timedelta(microseconds=-1), timedelta(0), timedelta(days=40))
+]
 _ZONES = [UTC, timezone(timedelta(hours=-3)), timezone(timedelta(hours=5, minutes=30))]
 _when = st.builds(lambda instant, zone: instant.astimezone(zone).isoformat(), st.sampled_from(_EDGES), st.sampled_from(_ZONES))
 # Twelve employees, so writes keep landing on ones already there; department 4 does not exist:
@@ -151,8 +155,9 @@ def test_concurrent_batches_moving_the_same_employees(postgres_url):
     def writer(offset: int) -> None:
         try:
             for n in range(40):
+                moved = (n + offset) % 4
                 rows = [
-                    {"id": i, "name": f"P{i}", "datetime": instants[(i + n + offset) % 4], "department_id": 1 + (n + offset) % 3, "job_id": 1 + i % 3}
+                    {"id": i, "name": f"P{i}", "datetime": instants[(i + moved) % 4], "department_id": moved % 3 + 1, "job_id": i % 3 + 1}
                     for i in range(1, 31)
                 ]
                 apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id=f"{offset}-{n}")

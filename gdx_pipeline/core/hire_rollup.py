@@ -57,7 +57,8 @@ def _counted(rows: pa.Table | pa.RecordBatch) -> pa.Table:
     micros = rows.column("datetime").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
     quarters = quarter_of_day[micros // 86_400_000_000 - first]
     packed = (quarters << 32) | rows.column("department_id").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    grouped = pa.table({"packed": packed, "job_id": rows.column("job_id").cast(pa.int64())}).group_by(["packed", "job_id"]).aggregate([([], "count_all")])
+    keys = pa.table({"packed": packed, "job_id": rows.column("job_id").cast(pa.int64())})
+    grouped = keys.group_by(["packed", "job_id"]).aggregate([([], "count_all")])
     packed = grouped.column("packed").to_numpy()
     quarters = packed >> 32
     return pa.table(
@@ -117,7 +118,8 @@ class HireRollupChange:
         ).all()
         if stored:
             columns = list(zip(*stored))
-            self._keep(pa.table({name: pa.array(values, pa.int64()) for name, values in zip(KEY, columns[:4])} | {"hires": pc.negate(pa.array(columns[4], pa.int64()))}))
+            counts = {name: pa.array(values, pa.int64()) for name, values in zip(KEY, columns[:4])}
+            self._keep(pa.table(counts | {"hires": pc.negate(pa.array(columns[4], pa.int64()))}))
 
     def clear(self) -> None:
         """The write empties `hired_employees` first: so does the rollup (before any `add`)."""

@@ -160,7 +160,8 @@ def _quarter_counts_from_rows(year: int, postgres: bool) -> sa.Select:
 def _hires_per_department_id(year: int, postgres: bool, *, rollup: bool = False) -> sa.Select:
     if rollup:
         table = hires_by_quarter
-        return sa.select(table.c.department_id, sa.func.sum(table.c.hires).label("hired")).where(table.c.year == year).group_by(table.c.department_id)
+        hired = sa.func.sum(table.c.hires).label("hired")
+        return sa.select(table.c.department_id, hired).where(table.c.year == year).group_by(table.c.department_id)
     department_id = _read_from_rows(_hired.c.department_id, postgres)
     return (
         sa.select(department_id, sa.func.count().label("hired"))
@@ -273,7 +274,8 @@ def years_with_hires(engine: sa.Engine, *, full_scan: bool = False) -> dict[int,
     with engine.connect() as conn:
         if not full_scan:
             rollup = hires_by_quarter
-            counts = sa.select(rollup.c.year, sa.func.sum(rollup.c.hires)).group_by(rollup.c.year).having(sa.func.sum(rollup.c.hires) > 0).order_by(rollup.c.year)
+            hires = sa.func.sum(rollup.c.hires)
+            counts = sa.select(rollup.c.year, hires).group_by(rollup.c.year).having(hires > 0).order_by(rollup.c.year)
             return {int(year): int(count) for year, count in conn.execute(counts)}
         if not is_postgres(conn):
             counts = sa.select(SQLITE_HIRE_YEAR, sa.func.count()).group_by(SQLITE_HIRE_YEAR)

@@ -217,8 +217,10 @@ hires_by_quarter = sa.Table(
     sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment="Hiring year (UTC)."),
     sa.Column("department_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("hired_employees", "department_id")),
     sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("hired_employees", "job_id")),
-    sa.Column("quarter", sa.SmallInteger, primary_key=True, autoincrement=False, comment="Quarter of the year (UTC): 1 is January to March."),
-    sa.Column("hires", sa.Integer, nullable=False, comment="Rows of hired_employees with this quarter, department and job (a row exists only while it is above 0)."),
+    sa.Column("quarter", sa.SmallInteger, primary_key=True, autoincrement=False, comment="Quarter (UTC): 1 is January to March."),
+    sa.Column(
+        "hires", sa.Integer, nullable=False, comment="Rows of hired_employees with this quarter, department and job (a row exists only while above 0)."
+    ),
     comment="Hires per UTC quarter, department and job: hired_employees counted, kept in step by every write to it.",
 )
 
