@@ -12,6 +12,9 @@ from gdx_pipeline.dictionary import TABLES, TableSpec
 
 # Creating tables and indexes: two processes starting at once must not race on CREATE TABLE.
 SCHEMA_LOCK_ID = 7_420_001
+# Changing `hires_by_quarter`: each writer reads the rows it replaces and moves their counts, so
+# two writers of `hired_employees` (API batches share that table's lock) must take turns there.
+HIRE_ROLLUP_LOCK_ID = 7_420_002
 # One writer lock per dictionary table, numbered from here in dictionary order.
 TABLE_WRITER_LOCK_BASE = 7_420_100
 TABLE_WRITER_LOCK_IDS = {name: TABLE_WRITER_LOCK_BASE + i for i, name in enumerate(TABLES)}
@@ -38,3 +41,10 @@ def lock_table_for_writes(conn: sa.Connection, spec: TableSpec, *, shared: bool 
     if _is_postgres(conn):
         function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         conn.exec_driver_sql(f"SELECT {function}({TABLE_WRITER_LOCK_IDS[spec.name]})")
+
+
+def lock_hire_rollup(conn: sa.Connection) -> None:
+    """Take the `hires_by_quarter` lock on PostgreSQL, until the transaction ends (taken after
+    the table's writer lock, never before it)."""
+    if _is_postgres(conn):
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({HIRE_ROLLUP_LOCK_ID})")

@@ -1,6 +1,11 @@
 """The two hiring metrics the stakeholders asked for, computed in the database for one year.
 
-Quarters are decided in SQL by comparing each hire's timestamp with the UTC instants at which
+They read `hires_by_quarter`, the rollup every writer of `hired_employees` keeps in step in its
+own transaction (`hire_rollup`): a few thousand rows however many employees, and never stale.
+The same metrics computed from `hired_employees` itself (`full_scan=True`, and the query
+builders by default) are the oracle the tests and the benchmark hold the rollup to.
+
+Over `hired_employees`, quarters are decided in SQL by comparing each hire's timestamp with the UTC instants at which
 the year's months 1, 4, 7 and 10 begin ("quarter from the month"): no date functions, so
 SQLite (timestamps stored as UTC text) and PostgreSQL (timestamptz, whatever the session's
 TimeZone) agree exactly. `extract('quarter')` is avoided on purpose: on SQLite it compiles to
@@ -30,6 +35,7 @@ from gdx_pipeline.core.warehouse import (  # noqa: F401  (the metric tables are 
     SQLITE_HIRE_YEAR,
     create_schema,
     data_tables,
+    hires_by_quarter,
     is_postgres,
     metric_departments_above_mean,
     metric_quarterly_hires,
@@ -99,25 +105,23 @@ def _by_codepoint(column: sa.ColumnElement, postgres: bool) -> sa.ColumnElement:
     return column.collate("C") if postgres else column
 
 
-def quarterly_hires_query(year: int, postgres: bool) -> sa.Select:
-    """Hires per (department, job) per quarter: aggregated on the ids first, then named."""
-    starts = quarter_starts(year)
-    when = _read_from_rows(_hired.c.datetime, postgres).element
-    department_id = _read_from_rows(_hired.c.department_id, postgres)
-    job_id = _read_from_rows(_hired.c.job_id, postgres)
-    counts = (
+def _quarter_counts_from_rollup(year: int) -> sa.Select:
+    rollup = hires_by_quarter
+    return (
         sa.select(
-            department_id,
-            job_id,
-            *(
-                sa.func.sum(sa.case((sa.and_(when >= starts[i], when < starts[i + 1]), 1), else_=0)).label(q.lower())
-                for i, q in enumerate(QUARTERS)
-            ),
+            rollup.c.department_id,
+            rollup.c.job_id,
+            *(sa.func.sum(sa.case((rollup.c.quarter == i + 1, rollup.c.hires), else_=0)).label(q.lower()) for i, q in enumerate(QUARTERS)),
         )
-        .where(_in_year(year, when))
-        .group_by(department_id.element, job_id.element)
-        .cte("quarter_counts")
+        .where(rollup.c.year == year)
+        .group_by(rollup.c.department_id, rollup.c.job_id)
     )
+
+
+def quarterly_hires_query(year: int, postgres: bool, *, rollup: bool = False) -> sa.Select:
+    """Hires per (department, job) per quarter: aggregated on the ids first (from `hired_employees`,
+    or from `hires_by_quarter` with `rollup`), then named."""
+    counts = (_quarter_counts_from_rollup(year) if rollup else _quarter_counts_from_rows(year, postgres)).cte("quarter_counts")
     return (
         sa.select(
             counts.c.department_id,
@@ -137,7 +141,30 @@ def quarterly_hires_query(year: int, postgres: bool) -> sa.Select:
     )
 
 
-def _hires_per_department_id(year: int, postgres: bool) -> sa.Select:
+def _quarter_counts_from_rows(year: int, postgres: bool) -> sa.Select:
+    starts = quarter_starts(year)
+    when = _read_from_rows(_hired.c.datetime, postgres).element
+    department_id = _read_from_rows(_hired.c.department_id, postgres)
+    job_id = _read_from_rows(_hired.c.job_id, postgres)
+    return (
+        sa.select(
+            department_id,
+            job_id,
+            *(
+                sa.func.sum(sa.case((sa.and_(when >= starts[i], when < starts[i + 1]), 1), else_=0)).label(q.lower())
+                for i, q in enumerate(QUARTERS)
+            ),
+        )
+        .where(_in_year(year, when))
+        .group_by(department_id.element, job_id.element)
+    )
+
+
+def _hires_per_department_id(year: int, postgres: bool, *, rollup: bool = False) -> sa.Select:
+    if rollup:
+        table = hires_by_quarter
+        hired = sa.func.sum(table.c.hires).label("hired")
+        return sa.select(table.c.department_id, hired).where(table.c.year == year).group_by(table.c.department_id)
     department_id = _read_from_rows(_hired.c.department_id, postgres)
     return (
         sa.select(department_id, sa.func.count().label("hired"))
@@ -146,13 +173,14 @@ def _hires_per_department_id(year: int, postgres: bool) -> sa.Select:
     )
 
 
-def departments_above_mean_query(year: int, postgres: bool) -> sa.Select:
-    """One statement: hires per department, their mean, and the departments above it.
+def departments_above_mean_query(year: int, postgres: bool, *, rollup: bool = False) -> sa.Select:
+    """One statement: hires per department (from `hired_employees`, or from `hires_by_quarter`
+    with `rollup`), their mean, and the departments above it.
 
     The one-row `stats` is LEFT JOINed to the departments above it, so the mean comes back
     even when no department beats it (then a single row with NULL id).
     """
-    per_department = _hires_per_department_id(year, postgres).cte("hired_per_department")
+    per_department = _hires_per_department_id(year, postgres, rollup=rollup).cte("hired_per_department")
     stats = sa.select(
         sa.func.avg(sa.cast(per_department.c.hired, sa.Float)).label("mean_hired"),
         sa.func.count().label("departments_hiring"),
@@ -169,48 +197,49 @@ def departments_above_mean_query(year: int, postgres: bool) -> sa.Select:
     )
 
 
-def quarterly_hires_by_id(engine: sa.Engine, year: int) -> pd.DataFrame:
+def quarterly_hires_by_id(engine: sa.Engine, year: int, *, full_scan: bool = False) -> pd.DataFrame:
     """The quarterly metric with the department and job ids beside the names (what the warehouse table stores)."""
     year = hiring_year(year)
     with engine.connect() as conn:
-        rows = conn.execute(quarterly_hires_query(year, is_postgres(conn))).all()
+        # Plain tuples: pandas probes each SQLAlchemy Row for attributes, which costs more than the query.
+        rows = [tuple(row) for row in conn.execute(quarterly_hires_query(year, is_postgres(conn), rollup=not full_scan))]
     frame = pd.DataFrame(rows, columns=["department_id", "department", "job_id", "job", *QUARTERS])
     for column in ("department_id", "job_id", *QUARTERS):
         frame[column] = frame[column].astype("int64")
     return frame
 
 
-def quarterly_hires(engine: sa.Engine, year: int) -> pd.DataFrame:
+def quarterly_hires(engine: sa.Engine, year: int, *, full_scan: bool = False) -> pd.DataFrame:
     """Columns department, job, Q1..Q4: hires per quarter (UTC) of `year`, for each department
     and job with at least one hire that year, ordered by department, then job. Empty for a year without hires."""
-    return quarterly_hires_by_id(engine, year)[QUARTERLY_COLUMNS]
+    return quarterly_hires_by_id(engine, year, full_scan=full_scan)[QUARTERLY_COLUMNS]
 
 
-def departments_above_mean(engine: sa.Engine, year: int) -> tuple[pd.DataFrame, float | None]:
+def departments_above_mean(engine: sa.Engine, year: int, *, full_scan: bool = False) -> tuple[pd.DataFrame, float | None]:
     """(DataFrame[id, department, hired], mean): departments that hired more than the mean per
     hiring department in `year`, most hires first (ties by name, then id). The mean is None
     when nobody was hired that year (and the frame is empty)."""
     year = hiring_year(year)
     with engine.connect() as conn:
-        rows = conn.execute(departments_above_mean_query(year, is_postgres(conn))).all()
+        rows = conn.execute(departments_above_mean_query(year, is_postgres(conn), rollup=not full_scan)).all()
     mean = rows[0].mean_hired if rows and rows[0].departments_hiring else None
     frame = pd.DataFrame([(r.id, r.department, r.hired) for r in rows if r.id is not None], columns=ABOVE_MEAN_COLUMNS)
     frame = frame.astype({"id": "int64", "hired": "int64"})
     return frame, (float(mean) if mean is not None else None)
 
 
-def hires_per_department(engine: sa.Engine, year: int) -> pd.DataFrame:
+def hires_per_department(engine: sa.Engine, year: int, *, full_scan: bool = False) -> pd.DataFrame:
     """Columns id, department, hired for every department with a hire in `year`, by name then id (for charts)."""
     year = hiring_year(year)
     with engine.connect() as conn:
         postgres = is_postgres(conn)
-        per_department = _hires_per_department_id(year, postgres).subquery()
+        per_department = _hires_per_department_id(year, postgres, rollup=not full_scan).subquery()
         rows = conn.execute(
             sa.select(_departments.c.id, _departments.c.department, per_department.c.hired)
             .join_from(per_department, _departments, _departments.c.id == per_department.c.department_id)
             .order_by(_by_codepoint(_departments.c.department, postgres), _departments.c.id)
         ).all()
-    return pd.DataFrame(rows, columns=ABOVE_MEAN_COLUMNS).astype({"id": "int64", "hired": "int64"})
+    return pd.DataFrame([tuple(row) for row in rows], columns=ABOVE_MEAN_COLUMNS).astype({"id": "int64", "hired": "int64"})
 
 
 def hires_by_department(quarterly: pd.DataFrame) -> pd.DataFrame:
@@ -238,13 +267,19 @@ def hires_in_year(engine: sa.Engine, year: int) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(_hired).where(in_year)).scalar_one()
 
 
-def years_with_hires(engine: sa.Engine) -> dict[int, int]:
-    """{year: hires} for every year with at least one hire, read from an index rather than the table.
+def years_with_hires(engine: sa.Engine, *, full_scan: bool = False) -> dict[int, int]:
+    """{year: hires} for every year with at least one hire, from `hires_by_quarter`; with
+    `full_scan`, from an index of `hired_employees` rather than the table.
 
     PostgreSQL: min/max of the indexed `datetime` bound the range, and each year in it is counted
     over its own index range. SQLite: one pass over its index of hire years, grouped.
     """
     with engine.connect() as conn:
+        if not full_scan:
+            rollup = hires_by_quarter
+            hires = sa.func.sum(rollup.c.hires)
+            counts = sa.select(rollup.c.year, hires).group_by(rollup.c.year).having(hires > 0).order_by(rollup.c.year)
+            return {int(year): int(count) for year, count in conn.execute(counts)}
         if not is_postgres(conn):
             counts = sa.select(SQLITE_HIRE_YEAR, sa.func.count()).group_by(SQLITE_HIRE_YEAR)
             return {int(found): count for found, count in conn.execute(counts)}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import sqlalchemy as sa
 
+from gdx_pipeline.core.hire_rollup import hire_rollup_change
 from gdx_pipeline.core.postgres_copy import copy_payload, copy_rows
 from gdx_pipeline.core.prepared_rows import PreparedRows, prepare_for_empty_table, sqlite_parameters
 from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, metadata, quote_identifier
@@ -303,6 +304,8 @@ class StagedUpsert:
         self.postgres = is_postgres(conn)
         self.stage = Stage(conn, spec.name, spec.columns)
         self._sqlite_counts = LoadCounts()
+        self.hires = hire_rollup_change(conn, spec.name)  # the rollup moves in the same transaction
+        self._staged_ids: list[pa.ChunkedArray] = []  # PostgreSQL: the keys a small upsert replaces
         self.direct: EmptyTableLoad | None = None
         if expected_rows >= BULK_ROWS and not is_referenced(spec.name) and self._target_is_empty():
             # Both engines: a first big load goes into the bare table, its indexes built after.
@@ -323,16 +326,20 @@ class StagedUpsert:
     def add(self, rows: pa.Table | PreparedRows) -> None:
         """Stage typed rows (dictionary columns, in order), or rows from `prepare`."""
         if isinstance(rows, PreparedRows):
+            self.hires.add(rows.table)  # an empty table's first load: nothing stored to subtract
             self.direct.add([rows])
             self.staged += rows.table.num_rows
             return
         if rows.num_rows == 0:
             return
         table = rows.select(self.spec.columns)
+        self.hires.add(table)
         if self.direct is not None:
             self.direct.add([prepare_for_empty_table(self.conn.dialect.name, self.direct.table, self.spec.columns, table)])
         elif self.postgres:
             self.stage.add([table])
+            if self.staged + table.num_rows < BULK_ROWS:
+                self._staged_ids.append(table.column(self.spec.primary_key))
         elif table.num_rows >= SQLITE_STAGING_ROWS:
             self._sqlite_counts += self._upsert_sqlite_staged(table)
         else:
@@ -341,16 +348,25 @@ class StagedUpsert:
 
     def apply(self) -> LoadCounts:
         if self.direct is not None:
-            return LoadCounts(inserted=self.direct.finish())
-        if self.staged == 0:
-            return LoadCounts()
-        if self.postgres:
-            return self._apply_postgres()
-        return self._sqlite_counts
+            counts = LoadCounts(inserted=self.direct.finish())
+        elif self.staged == 0:
+            counts = LoadCounts()
+        elif self.postgres:
+            counts = self._apply_postgres()
+        else:
+            counts = self._sqlite_counts
+        self.hires.apply()
+        return counts
 
     def _apply_postgres(self) -> LoadCounts:
         table = data_tables[self.spec.name]
         bulk = is_bulk(self.conn, self.staged)
+        key = quote_identifier(self.conn, self.spec.primary_key)
+        if bulk:
+            self.hires.subtract_stored(f"{self.stage.ref} AS s JOIN {self.stage.target} AS t ON t.{key} = s.{key}")
+        else:  # by key: the stage has no statistics, and a join with it may scan the whole table
+            ids = [value for part in self._staged_ids for value in part.to_pylist()]
+            self.hires.subtract_stored(f"{self.stage.target} AS t WHERE t.{key} = ANY(%s)", (ids,))
         if bulk:
             drop_secondary_structures(self.conn, table)
         # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
@@ -372,6 +388,8 @@ class StagedUpsert:
         existing = self.conn.exec_driver_sql(
             f"SELECT count(*) FROM {target} WHERE {key} IN (SELECT value FROM json_each(?))", (ids,)
         ).scalar_one()
+        if existing:
+            self.hires.subtract_stored(f"{target} AS t WHERE t.{key} IN (SELECT value FROM json_each(?))", (ids,))
         columns = self.spec.columns
         changed = self.conn.exec_driver_sql(
             f"INSERT INTO {target} AS target ({columns_list(self.conn, columns)}) VALUES ({', '.join('?' for _ in columns)}) "
@@ -392,6 +410,8 @@ class StagedUpsert:
             f"{differs(self.conn, self.spec.columns, self.spec.primary_key, 'target', 'stage')} THEN 1 ELSE 0 END), 0) "
             f"FROM {stage.ref} AS stage JOIN {stage.target} AS target ON target.{key} = stage.{key}"
         ).one()
+        if existing:
+            self.hires.subtract_stored(f"{stage.ref} AS s JOIN {stage.target} AS t ON t.{key} = s.{key}")
         self.conn.exec_driver_sql(stage.upsert_sql(self.spec.primary_key))
         stage.empty()
         return LoadCounts(inserted=table.num_rows - existing, updated=changed, unchanged=existing - changed)

@@ -18,7 +18,7 @@ from gdx_pipeline.core.engines import (  # noqa: F401  (re-exported: older impor
     normalize_database_url,
     write_transaction,
 )
-from gdx_pipeline.core.locks import lock_schema
+from gdx_pipeline.core.locks import lock_hire_rollup, lock_schema, lock_table_for_writes
 from gdx_pipeline.core.utc import as_utc  # noqa: F401  (re-exported: older imports name it here)
 from gdx_pipeline.dictionary import NAME_MAX_LENGTH, TABLES, TableSpec
 
@@ -215,6 +215,50 @@ metric_departments_above_mean = sa.Table(
 
 METRIC_TABLES = (metric_quarterly_hires, metric_departments_above_mean)
 
+# What both metrics read: hires counted per UTC quarter, department and job, a few thousand rows
+# however many employees there are. Every writer of `hired_employees` keeps it in step in its
+# own transaction (`hire_rollup`); nothing else writes it, and it is never backed up (a restore
+# rebuilds it from the rows it puts back).
+hires_by_quarter = sa.Table(
+    "hires_by_quarter",
+    metadata,
+    # Key in this order: a year's rows come grouped by department and job, as both metrics read them.
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False, comment="Hiring year (UTC)."),
+    sa.Column("department_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("hired_employees", "department_id")),
+    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False, comment=_described("hired_employees", "job_id")),
+    sa.Column("quarter", sa.SmallInteger, primary_key=True, autoincrement=False, comment="Quarter (UTC): 1 is January to March."),
+    sa.Column(
+        "hires",
+        sa.Integer,
+        nullable=False,
+        comment="Rows of hired_employees with this quarter, department and job (a row exists only while above 0).",
+    ),
+    comment="Hires per UTC quarter, department and job: hired_employees counted, kept in step by every write to it.",
+)
+
+
+def hire_quarter_sql(conn: sa.Connection, column: str) -> tuple[str, str]:
+    """SQL for the UTC year and quarter (1-4) of a `hired_employees.datetime` value `column`,
+    whatever the session's time zone: PostgreSQL converts the instant to UTC first; SQLite holds
+    it as UTC text "YYYY-MM-DD HH:MM:SS.ffffff"."""
+    if is_postgres(conn):
+        utc = f"({column} AT TIME ZONE 'UTC')"
+        return f"CAST(extract(year FROM {utc}) AS integer)", f"CAST(extract(quarter FROM {utc}) AS integer)"
+    return f"CAST(substr({column}, 1, 4) AS integer)", f"(CAST(substr({column}, 6, 2) AS integer) + 2) / 3"
+
+
+def rebuild_hires_by_quarter(conn: sa.Connection) -> None:
+    """Count `hires_by_quarter` afresh from `hired_employees`, in the caller's transaction, with
+    the locks every writer of them takes, in their order."""
+    lock_table_for_writes(conn, TABLES["hired_employees"])
+    lock_hire_rollup(conn)
+    year, quarter = hire_quarter_sql(conn, "datetime")
+    conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
+    conn.exec_driver_sql(
+        f"INSERT INTO {hires_by_quarter.name} (year, quarter, department_id, job_id, hires) "
+        f"SELECT {year}, {quarter}, department_id, job_id, count(*) FROM hired_employees GROUP BY 1, 2, 3, 4"
+    )
+
 
 def quote_identifier(conn: sa.Connection, name: str) -> str:
     """A table or column name from the dictionary, quoted for the connection's dialect."""
@@ -226,7 +270,10 @@ def create_schema(engine: sa.Engine) -> None:
     older version gets the tables added since (the metric tables, say) the same way."""
     with write_transaction(engine) as conn:
         lock_schema(conn)  # two processes starting at once must not race on CREATE TABLE
+        rollup_missing = not sa.inspect(conn).has_table(hires_by_quarter.name)
         metadata.create_all(conn)
+        if rollup_missing:  # a warehouse made before the rollup: count what it holds, once
+            rebuild_hires_by_quarter(conn)
         if not is_postgres(conn):
             for name in RETIRED_SQLITE_INDEXES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")

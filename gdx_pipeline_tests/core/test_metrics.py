@@ -125,7 +125,7 @@ def test_sqlite_counts_years_with_its_year_index_and_drops_the_old_time_index(tm
     )
     statements = []
     sa.event.listen(engine, "before_cursor_execute", lambda *args: args[2].startswith("SELECT") and statements.append(args[2:4]))
-    assert metrics.years_with_hires(engine) == {1999: 1, 2000: 2, 2999: 1}
+    assert metrics.years_with_hires(engine, full_scan=True) == {1999: 1, 2000: 2, 2999: 1}  # the rollup's oracle
     assert metrics.hires_in_year(engine, 2000) == 2
     with engine.connect() as conn:
         for statement, parameters in statements:  # both read the year index, not the table

@@ -23,6 +23,7 @@ from gdx_pipeline.core.backups.errors import BackupError, RestoreRefusedError
 from gdx_pipeline.core.backups.snapshot import CHUNK_ROWS, lock_order
 from gdx_pipeline.core.backups.verify import VerifiedBackup, check_foreign_keys, verify_backup
 from gdx_pipeline.core.folders import DataFolders
+from gdx_pipeline.core.hire_rollup import hire_rollup_change
 from gdx_pipeline.core.ledger import ledger_totals, record_ledger_entry, restore_source
 from gdx_pipeline.core.locks import lock_table_for_writes
 from gdx_pipeline.core.logger import Logger
@@ -199,11 +200,16 @@ def _count(conn: sa.Connection, name: str) -> int:
 
 def _write(conn: sa.Connection, item: VerifiedBackup, *, replace: bool) -> None:
     """The spooled rows into their table: into the emptied table (`replace`), or merged where
-    other tables point at it, so a row they reference is never missing (`staged_writes`)."""
+    other tables point at it, so a row they reference is never missing (`staged_writes`).
+    Either way the table then holds exactly the backup's rows, and the hire rollup counts them."""
     table, columns = item.table.sql_table, item.table.column_names
+    hires = hire_rollup_change(conn, table.name)
+    hires.clear()
+    batches = hires.counting(item.spooled_batches())
     if replace:
         load = EmptyTableLoad(conn, table, columns, bulk=is_bulk(conn, item.rows))
-        load.add(item.spooled_batches())
+        load.add(batches)
         load.finish(explicit_ids=True)
     else:
-        merge(conn, table, columns, item.spooled_batches(), rows=item.rows)
+        merge(conn, table, columns, batches, rows=item.rows)
+    hires.apply()

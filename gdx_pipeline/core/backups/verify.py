@@ -81,7 +81,13 @@ class VerifiedBackup:
     foreign_values: dict[str, tuple[np.ndarray, np.ndarray]]  # fk column -> (distinct values, row counts)
 
     def spooled_batches(self) -> Iterator[pa.RecordBatch]:
-        with ipc.open_stream(self.spool) as reader:
+        """The spooled rows, batch by batch, read into memory one batch at a time.
+
+        Not memory-mapped (what `ipc.open_stream` does with a path): every mapped page the load
+        reads stays in the process's resident set until the file is closed, so a restore's
+        peak RSS grew with the size of the table (docs/backups.md).
+        """
+        with pa.OSFile(str(self.spool)) as source, ipc.open_stream(source) as reader:
             yield from reader
 
 

@@ -1,0 +1,192 @@
+"""`hires_by_quarter`, the rollup both metrics read, held to the full queries over
+`hired_employees` (`full_scan=True`) and to hires counted in Python: on the real data, on
+generated data, after random sequences of file loads, API batches, restores and resets that move
+employees between quarters, under concurrent batches, and in a warehouse made before it existed."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from gdx_pipeline.core import metrics, staged_writes
+from gdx_pipeline.core.backups import backup_table, restore_snapshot, restore_table, take as backup_take
+from gdx_pipeline.core.batches import apply_batch, block_from_mappings
+from gdx_pipeline.core.folders import DataFolders
+from gdx_pipeline.core.ingestion import ingest_landing
+from gdx_pipeline.core.reset import empty_warehouse
+from gdx_pipeline.core.sample_data import generate_globant_files
+from gdx_pipeline.core.utc import as_utc
+from gdx_pipeline.core.warehouse import create_schema, data_tables, hires_by_quarter
+from gdx_pipeline.dictionary import table_spec
+
+EMPLOYEES = table_spec("hired_employees")
+YEARS = range(2019, 2024)
+
+
+def counted_in_python(engine: sa.Engine) -> dict[tuple[int, int, int, int], int]:
+    """The oracle of the rollup's rows: every employee read back and counted by its UTC quarter."""
+    hired = data_tables["hired_employees"]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(hired.c.datetime, hired.c.department_id, hired.c.job_id)).all()
+    return dict(Counter((as_utc(when).year, (as_utc(when).month - 1) // 3 + 1, department, job) for when, department, job in rows))
+
+
+def stored_rollup(engine: sa.Engine) -> dict[tuple[int, int, int, int], int]:
+    table = hires_by_quarter
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.year, table.c.quarter, table.c.department_id, table.c.job_id, table.c.hires)).all()
+    return {(year, quarter, department, job): hires for year, quarter, department, job, hires in rows}
+
+
+def assert_rollup_exact(engine: sa.Engine, years: range | list[int] = YEARS) -> None:
+    """The rollup holds exactly the hires of the table, and every metric read from it is the full query's."""
+    assert stored_rollup(engine) == counted_in_python(engine)
+    assert metrics.years_with_hires(engine) == metrics.years_with_hires(engine, full_scan=True)
+    for year in years:
+        assert metrics.quarterly_hires_by_id(engine, year).equals(metrics.quarterly_hires_by_id(engine, year, full_scan=True)), year
+        frame, mean = metrics.departments_above_mean(engine, year)
+        full_frame, full_mean = metrics.departments_above_mean(engine, year, full_scan=True)
+        assert frame.equals(full_frame) and mean == full_mean, year
+        assert metrics.hires_per_department(engine, year).equals(metrics.hires_per_department(engine, year, full_scan=True)), year
+
+
+def seed(engine: sa.Engine, departments: int = 3, jobs: int = 3) -> None:
+    for name, column, count in (("departments", "department", departments), ("jobs", "job", jobs)):
+        spec = table_spec(name)
+        rows = [{"id": i, column: f"{name} {i}"} for i in range(1, count + 1)]
+        apply_batch(engine, spec, block_from_mappings(spec, rows), request_id="seed")
+
+
+def test_the_real_data(engine, globant_landing):
+    ingest_landing(engine, globant_landing, run_id="rollup")
+    assert metrics.years_with_hires(engine) == {2021: 1643, 2022: 286}  # the published load: 1,929 rows
+    assert_rollup_exact(engine, [2020, 2021, 2022])
+
+
+def test_generated_data_through_every_write_path(engine, folders, monkeypatch):
+    """Small thresholds put a few thousand rows through the bulk and staged paths a big file takes."""
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 500)
+    monkeypatch.setattr(staged_writes, "SQLITE_STAGING_ROWS", 300)
+    generate_globant_files(folders.landing, 3_000, dirty_share=0.03)
+    ingest_landing(engine, folders, run_id="first load")  # into the empty table
+    assert_rollup_exact(engine, [2020, 2021, 2022])
+    generate_globant_files(folders.landing, 2_000, dirty_share=0.03, seed=7, prefix="again_", year_range=(2021, 2023))
+    for path in folders.landing.glob("again_*"):
+        path.rename(path.with_name(path.name.removeprefix("again_").replace(".csv", "_again.csv")))
+    ingest_landing(engine, folders, run_id="upsert")  # the same ids again, mostly moved elsewhere
+    assert_rollup_exact(engine)
+
+
+# Instants at and beside every quarter edge, written with a Z or with an offset that puts the
+# local date in the neighbouring quarter.
+_EDGES = [
+    datetime(year, month, 1, tzinfo=UTC) + delta
+    for year in (2020, 2021, 2022, 2023)
+    for month in (1, 4, 7, 10)
+    for delta in (timedelta(microseconds=-1), timedelta(0), timedelta(days=40))
+]
+_ZONES = [UTC, timezone(timedelta(hours=-3)), timezone(timedelta(hours=5, minutes=30))]
+_when = st.builds(lambda instant, zone: instant.astimezone(zone).isoformat(), st.sampled_from(_EDGES), st.sampled_from(_ZONES))
+# Twelve employees, so writes keep landing on ones already there; department 4 does not exist:
+# those rows are rejected and must count nowhere.
+_row = st.fixed_dictionaries({"id": st.integers(1, 12), "datetime": _when, "department_id": st.integers(1, 4), "job_id": st.integers(1, 3)})
+_rows = st.lists(_row, min_size=1, max_size=10, unique_by=lambda row: row["id"])
+# Writes of rows come up three times as often as each of the others.
+_operation = st.sampled_from(["file", "batch"] * 3 + ["backup", "restore", "restore snapshot", "reset"]).flatmap(
+    lambda kind: st.tuples(st.just(kind), _rows if kind in ("file", "batch") else st.integers(0, 3))
+)
+EXAMPLES = 20
+
+
+def test_random_writes_keep_the_rollup_exact(engine, monkeypatch):
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 8)  # bulk paths on PostgreSQL, from 8 rows
+    monkeypatch.setattr(staged_writes, "SQLITE_STAGING_ROWS", 6)  # SQLite's staged upsert, from 6 rows
+
+    @given(operations=st.lists(_operation, min_size=3, max_size=8))
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    def exact_after_each(operations: list) -> None:
+        empty_warehouse(engine)
+        seed(engine)
+        with tempfile.TemporaryDirectory() as scratch:
+            folders = DataFolders(Path(scratch)).ensure()
+            backups: list[str] = []
+            for step, (kind, argument) in enumerate(operations):
+                if kind == "file":
+                    text = "".join(f"{r['id']},Person {r['id']},{r['datetime']},{r['department_id']},{r['job_id']}\n" for r in argument)
+                    (folders.landing / f"hired_employees_{step}.csv").write_text(text)
+                    ingest_landing(engine, folders, run_id=f"step {step}")
+                elif kind == "batch":
+                    rows = [r | {"name": f"Person {r['id']}"} for r in argument]
+                    apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id=f"step {step}")
+                elif kind == "backup":
+                    backups.append(backup_table(engine, folders, "hired_employees").file)
+                    backup_take.backup_tables(engine, folders)  # a whole snapshot too
+                elif kind == "restore" and backups:
+                    restore_table(engine, folders, "hired_employees", backups[argument % len(backups)])
+                elif kind == "restore snapshot" and backups:
+                    restore_snapshot(engine, folders)
+                elif kind == "reset":
+                    empty_warehouse(engine)
+                    seed(engine)
+                assert_rollup_exact(engine, [2020, 2021, 2022, 2023])
+
+    exact_after_each()
+
+
+@pytest.mark.postgres
+def test_concurrent_batches_moving_the_same_employees(postgres_url):
+    """API batches share the table's lock on PostgreSQL; the rollup lock makes each one's count of
+    the rows it replaces right even when another batch moved them a moment before."""
+    from gdx_pipeline.core.warehouse import create_warehouse_engine
+
+    engine = create_warehouse_engine(postgres_url)
+    create_schema(engine)
+    seed(engine)
+    instants = [datetime(2021, month, 15, tzinfo=UTC).isoformat() for month in (2, 5, 8, 11)]
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        try:
+            for n in range(40):
+                moved = (n + offset) % 4
+                rows = [
+                    {"id": i, "name": f"P{i}", "datetime": instants[(i + moved) % 4], "department_id": moved % 3 + 1, "job_id": i % 3 + 1}
+                    for i in range(1, 31)
+                ]
+                apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id=f"{offset}-{n}")
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(offset,)) for offset in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sum(stored_rollup(engine).values()) == 30
+    assert_rollup_exact(engine, [2021])
+    engine.dispose()
+
+
+def test_reset_empties_the_rollup(engine, globant_landing):
+    ingest_landing(engine, globant_landing, run_id="rollup")
+    empty_warehouse(engine)
+    assert stored_rollup(engine) == {}
+    assert metrics.years_with_hires(engine) == {}
+
+
+def test_a_warehouse_made_before_the_rollup_counts_its_hires_once(engine, globant_landing):
+    ingest_landing(engine, globant_landing, run_id="rollup")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {hires_by_quarter.name}")
+    create_schema(engine)  # what every start does
+    assert_rollup_exact(engine, [2021])
+    create_schema(engine)  # again: nothing counted twice
+    assert_rollup_exact(engine, [2021])
