@@ -132,15 +132,21 @@ def hiring_years(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(
+# What both metrics of a hiring year share: their partitions, their inputs and when they refresh.
+_yearly_metric = {
     **_metric_asset,
-    partitions_def=hiring_year_partitions,
-    kinds={"sql", "csv"},
-    tags=asset_tags("metrics", pii=False),
-    code_version=source_version(*METRICS_LOGIC),
-    deps=[*table_assets, hiring_years],
-    automation_condition=metric_refresh,
-    freshness_policy=metrics_freshness,
+    "partitions_def": hiring_year_partitions,
+    "kinds": {"sql", "csv"},
+    "tags": asset_tags("metrics", pii=False),
+    "code_version": source_version(*METRICS_LOGIC),
+    "deps": [*table_assets, hiring_years],
+    "automation_condition": metric_refresh,
+    "freshness_policy": metrics_freshness,
+}
+
+
+@dg.asset(
+    **_yearly_metric,
     check_specs=[quarter_totals_spec],
     description="For each department and job with at least one hire in the year, the employees hired in Q1, Q2, Q3 "
     "and Q4 (UTC), ordered by department, then job. Stored in `metric_quarterly_hires` and `reports/quarterly_hires_<year>.csv`.",
@@ -181,14 +187,7 @@ def quarterly_hires(
 
 
 @dg.asset(
-    **_metric_asset,
-    partitions_def=hiring_year_partitions,
-    kinds={"sql", "csv"},
-    tags=asset_tags("metrics", pii=False),
-    code_version=source_version(*METRICS_LOGIC),
-    deps=[*table_assets, hiring_years],
-    automation_condition=metric_refresh,
-    freshness_policy=metrics_freshness,
+    **_yearly_metric,
     check_specs=[above_mean_spec],
     description="Id, name and hires of every department that hired more than the year's mean hires per department "
     "(the mean taken over departments with at least one hire that year), most hires first, ties by name. Stored in "
