@@ -12,7 +12,7 @@ and its own child process:
                 PostgreSQL  `psql \\copy` into a bare `hired_employees` (no key, no index, no
                             foreign key), then the primary key, secondary indexes and foreign
                             keys the warehouse schema has, added by psql (DDL compiled from
-                            `staged_writes.key_and_index_ddl`, not written by hand)
+                            `keys_and_indexes.key_and_index_ddl`, not written by hand)
                 SQLite      one `executemany` of the clean rows (Python's csv reader) into a bare
                             table whose INTEGER PRIMARY KEY is SQLite's rowid, then the schema's
                             secondary SQLite indexes (the pipeline builds them too); WAL and
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_log import append_run, postgres_version  # noqa: E402
 from benchmarks.scratch_databases import drop_database, fresh_database  # noqa: E402
-from gdx_pipeline.core.staged_writes import key_and_index_ddl  # noqa: E402
+from gdx_pipeline.core.keys_and_indexes import key_and_index_ddl  # noqa: E402
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, normalize_database_url  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"

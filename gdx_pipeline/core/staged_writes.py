@@ -31,9 +31,15 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from gdx_pipeline.core.hire_rollup import hire_rollup_change
+from gdx_pipeline.core.keys_and_indexes import (
+    after_write,
+    create_secondary_structures,
+    drop_secondary_structures,
+    is_referenced,
+)
 from gdx_pipeline.core.postgres_copy import copy_payload, copy_rows
 from gdx_pipeline.core.prepared_rows import PreparedRows, prepare_for_empty_table, sqlite_parameters
-from gdx_pipeline.core.warehouse import data_tables, indexes_on, is_postgres, metadata, quote_identifier
+from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata, quote_identifier
 from gdx_pipeline.dictionary import TableSpec
 
 # From this many rows on (PostgreSQL), dropping the foreign keys and secondary indexes and
@@ -161,72 +167,6 @@ class Stage:
             f"INSERT INTO {self.target} AS target ({columns}) SELECT {columns} FROM {self.ref} WHERE true{order} "
             f"{on_conflict(self.conn, self.columns, key)}"
         )
-
-
-# --- keys and indexes around a bulk write -------------------------------------------------------
-
-
-def key_and_index_ddl(
-    table: sa.Table, dialect: str, *, drop: bool = False, primary_key: bool = False
-) -> list[sa.schema.ExecutableDDLElement]:
-    """The DDL that builds a table's foreign keys and secondary indexes (and its primary key),
-    or with `drop` takes them away, derived from the dictionary-derived schema: what a bulk
-    write rebuilds, and what the ingestion benchmark's limit proxy adds after its bare load.
-
-    Built: the primary key first (the foreign keys of others may need it), then the indexes,
-    then the foreign keys. `isolate_from_table=False`: SQLAlchemy's default would detach a
-    dropped constraint from the shared MetaData, and every later CREATE TABLE in this process
-    would silently leave it out. SQLite can neither add nor drop a key of an existing table: there
-    only the secondary indexes come and go.
-    """
-    keys = dialect != "sqlite"
-    if drop:
-        statements: list[sa.schema.ExecutableDDLElement] = [
-            sa.schema.DropConstraint(constraint, if_exists=True, isolate_from_table=False)
-            for constraint in table.foreign_key_constraints
-            if keys
-        ]
-        statements += [sa.schema.DropIndex(index, if_exists=True) for index in indexes_on(table, dialect)]
-        if primary_key and keys:
-            statements.append(sa.schema.DropConstraint(table.primary_key, isolate_from_table=False))
-        return statements
-    statements = [sa.schema.AddConstraint(table.primary_key, isolate_from_table=False)] if primary_key and keys else []
-    statements += [sa.schema.CreateIndex(index) for index in indexes_on(table, dialect)]
-    statements += [sa.schema.AddConstraint(constraint, isolate_from_table=False) for constraint in table.foreign_key_constraints if keys]
-    return statements
-
-
-def drop_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
-    """Drop a table's foreign keys and secondary indexes (and its key) before a bulk write."""
-    for statement in key_and_index_ddl(table, conn.dialect.name, drop=True, primary_key=primary_key):
-        conn.execute(statement)
-
-
-def create_secondary_structures(conn: sa.Connection, table: sa.Table, *, primary_key: bool = False) -> None:
-    """Rebuild what `drop_secondary_structures` dropped: one sorted build and one set-wise check each."""
-    for statement in key_and_index_ddl(table, conn.dialect.name, primary_key=primary_key):
-        conn.execute(statement)
-
-
-def is_referenced(table: str) -> bool:
-    """Some dictionary table has a foreign key to `table` (its primary key must then stay)."""
-    return any(fk.referred_table.name == table for other in data_tables.values() for fk in other.foreign_key_constraints)
-
-
-def after_write(conn: sa.Connection, table: sa.Table, *, bulk: bool, explicit_ids: bool = False) -> None:
-    """PostgreSQL upkeep after rows were written: a serial id's sequence moved past ids written
-    explicitly (`explicit_ids`), and fresh statistics after a bulk write."""
-    if not is_postgres(conn):
-        return
-    target = quote_identifier(conn, table.name)
-    key = table.primary_key.columns[0]
-    if explicit_ids and key.autoincrement is True:
-        conn.exec_driver_sql(
-            f"SELECT setval(pg_get_serial_sequence('{table.name}', '{key.name}'), "
-            f"coalesce(max({quote_identifier(conn, key.name)}), 0) + 1, false) FROM {target}"
-        )
-    if bulk:
-        conn.exec_driver_sql(f"ANALYZE {target}")
 
 
 # --- the jobs -----------------------------------------------------------------------------------

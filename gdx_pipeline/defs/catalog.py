@@ -43,12 +43,14 @@ INGEST_LOGIC = (
     *package_modules("core/validation"),
     "core/known_keys.py",
     "core/staged_writes.py",
+    "core/prepared_rows.py",
+    "core/postgres_copy.py",
     "core/reject_log.py",
     "core/file_transaction.py",
     "core/ingestion.py",
 )
-METRICS_LOGIC = ("core/metrics.py",)
-DASHBOARD_LOGIC = ("core/metrics.py", *package_modules("core/dashboard"), "core/dashboard/template.html", "core/provenance.py")
+METRICS_LOGIC = ("core/metrics.py", "core/hire_rollup.py")
+DASHBOARD_LOGIC = (*METRICS_LOGIC, *package_modules("core/dashboard"), "core/dashboard/template.html", "core/provenance.py")
 BACKUP_LOGIC = (
     "dictionary.py",
     "core/backups/avro_schema.py",
