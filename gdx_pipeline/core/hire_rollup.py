@@ -85,7 +85,6 @@ class HireRollupChange:
         self.conn = conn
         self._parts: list[pa.Table] = []
         self._locked = False
-        self._cleared = False
 
     def _lock(self) -> None:
         if not self._locked:
@@ -125,7 +124,6 @@ class HireRollupChange:
         """The write empties `hired_employees` first: so does the rollup (before any `add`)."""
         self._lock()
         self.conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
-        self._cleared = True
 
     def apply(self) -> None:
         """Add the gathered difference to `hires_by_quarter`; cells that reach 0 go."""
