@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from gdx_pipeline.core.sqlite_foreign_keys import raise_for_orphans
 from gdx_pipeline.core.sqlite_writes import AUTOCHECKPOINT_BACKSTOP_PAGES, SqliteWriters
 
 # PostgreSQL connections idle in the pool for longer than this are pinged before use.
@@ -112,8 +113,8 @@ def write_transaction(engine: sa.Engine, *, foreign_keys_of: str | None = None) 
     `SqliteWriters`); on PostgreSQL callers take the row or advisory locks they need inside it.
 
     `foreign_keys_of` (SQLite; a bulk load of that table): foreign keys are not checked row by
-    row but once, for the whole table, before the commit (`PRAGMA foreign_key_check`, a set-wise
-    pass at a fraction of the per-row cost); a row without its referenced row rolls everything
+    row but once, for the whole table, before the commit (`sqlite_foreign_keys`: through the
+    keys' indexes, a few seeks); a row without its referenced row rolls everything
     back, as PostgreSQL's `ADD CONSTRAINT` after a bulk load does. SQLite only switches this
     between transactions, so the connection gets it back after this one, whatever happened.
     """
@@ -131,20 +132,11 @@ def write_transaction(engine: sa.Engine, *, foreign_keys_of: str | None = None) 
             with conn.begin():
                 yield conn
                 if foreign_keys_of is not None:
-                    _raise_for_orphans(conn, foreign_keys_of)
+                    raise_for_orphans(conn, foreign_keys_of)
         finally:
             if foreign_keys_of is not None:
                 raw.execute("PRAGMA foreign_keys = ON")
     writers.committed()
-
-
-def _raise_for_orphans(conn: sa.Connection, table: str) -> None:
-    quoted = conn.dialect.identifier_preparer.quote(table)
-    orphans = conn.exec_driver_sql(f"PRAGMA foreign_key_check({quoted})").fetchmany(3)
-    if orphans:
-        found = ", ".join(f"rowid {rowid} has no row in {parent}" for _table, rowid, parent, _key in orphans)
-        failed = sqlite3.IntegrityError(f"FOREIGN KEY constraint failed: {found}")
-        raise sa.exc.IntegrityError(f"PRAGMA foreign_key_check({table})", None, failed)
 
 
 def is_postgres(engine_or_connection: sa.Engine | sa.Connection) -> bool:
