@@ -6,13 +6,15 @@ The next blocks are read, parsed and checked in background threads while this on
 (`ordered_threads.map_in_order`): Arrow, numpy and the database driver release the GIL, so the
 cores parse while the database writes. What depends on earlier blocks and on the referenced ids
 read at the start (foreign keys, duplicates of earlier ids) is settled in one more thread, block
-by block in order, which also makes the rows ready for the wire (`StagedUpsert.prepare`): on
-PostgreSQL the transaction's own thread then only writes.
+by block in order, which also makes the rows and the rejected rows ready for the wire
+(`StagedUpsert.prepare`, `reject_log.prepare_rejects`), counts the rows for the hires rollup and
+writes the reject file: on PostgreSQL the transaction's own thread then only sends COPYs.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -30,7 +32,7 @@ from gdx_pipeline.core.locks import lock_table_for_writes
 from gdx_pipeline.core.logger import Logger
 from gdx_pipeline.core.ordered_threads import map_in_order, read_ahead
 from gdx_pipeline.core.reject_files import RejectFileWriter
-from gdx_pipeline.core.reject_log import record_rejects
+from gdx_pipeline.core.reject_log import PreparedRejects, prepare_rejects, write_rejects
 from gdx_pipeline.core.rule_failures import reason_kind
 from gdx_pipeline.core.staged_writes import StagedUpsert
 from gdx_pipeline.core.utc import now_utc
@@ -102,22 +104,15 @@ def _apply_in_transaction(
         pieces = read_record_pieces(path, block_bytes, snapshot=snapshot)
         checked_blocks = map_in_order(lambda piece: check_rows(spec, parse_piece(piece, spec)), pieces)
 
-        def settled() -> Iterator[tuple[RecordBlock, ValidatedBlock, object]]:
-            """In order, and made ready for the wire."""
+        postgres = is_postgres(conn)
+
+        def settled() -> Iterator[tuple[RecordBlock, ValidatedBlock, object, PreparedRejects, Counter]]:
+            """In order: settled, made ready for the wire (rows and rejected rows), rejected lines
+            written to the reject file, reasons tallied."""
             for rows in checked_blocks:
                 checked = validator.settle(rows)
-                yield rows.block, checked, upsert.prepare(checked.valid)
-
-        # PostgreSQL: settled one block ahead, in a thread of its own, while the server writes.
-        # SQLite: in this thread, between writes. Its writes are this process's own work and
-        # give up the GIL at every row: beside a thread running Python they would wait for it
-        # row after row.
-        ahead = read_ahead(settled(), depth=1) if is_postgres(conn) else settled()
-        with closing(checked_blocks), closing(ahead) as blocks:
-            for block, checked, prepared in blocks:
-                upsert.add(prepared)
-                record_rejects(
-                    conn,
+                prepared_rejects = prepare_rejects(
+                    conn.dialect,
                     spec,
                     checked.rejected,
                     source=path.name,
@@ -125,11 +120,24 @@ def _apply_in_transaction(
                     run_id=run_id,
                     request_id=None,
                     at=started_at,
+                    encode=postgres,
                 )
                 rejects.write(checked.rejected)
+                kinds = Counter(reason_kind(r) for rejected in checked.rejected for r in rejected.reasons)
+                yield rows.block, checked, upsert.prepare(checked.valid), prepared_rejects, kinds
+
+        # PostgreSQL: settled one block ahead, in a thread of its own, so this one only sends
+        # COPYs while the server writes. SQLite: in this thread, between writes. Its writes are
+        # this process's own work and give up the GIL at every row: beside a thread running
+        # Python they would wait for it row after row.
+        ahead = read_ahead(settled(), depth=1) if postgres else settled()
+        with closing(checked_blocks), closing(ahead) as blocks:
+            for block, checked, prepared, prepared_rejects, kinds in blocks:
+                upsert.add(prepared)
+                write_rejects(conn, prepared_rejects)
                 outcome.rows_read += block.rows_read
                 outcome.rows_rejected += len(checked.rejected)
-                outcome.rejects_by_reason.update(reason_kind(r) for rr in checked.rejected for r in rr.reasons)
+                outcome.rejects_by_reason.update(kinds)
                 elapsed = max(time.perf_counter() - clock, 1e-9)
                 log.info(
                     f"{path.name}: {outcome.rows_read:,} rows read, {outcome.rows_rejected:,} rejected, "

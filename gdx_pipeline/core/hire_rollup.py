@@ -48,7 +48,7 @@ def _quarter_of_day() -> tuple[int, np.ndarray]:
     return first, ((months // 12 + 1970) * 4 + months % 12 // 3).astype(np.int64)
 
 
-def _counted(rows: pa.Table | pa.RecordBatch) -> pa.Table:
+def count_hires(rows: pa.Table | pa.RecordBatch) -> pa.Table:
     """Rows (with datetime, department_id, job_id) as (year, quarter, department_id, job_id, hires).
 
     Grouped on two keys, not four: the quarter and the department share one int64 (quarter above
@@ -99,7 +99,16 @@ class HireRollupChange:
     def add(self, rows: pa.Table | pa.RecordBatch) -> None:
         """Rows this write puts into `hired_employees` (dictionary columns, typed)."""
         if rows.num_rows:
-            self._keep(_counted(rows))
+            self._keep(count_hires(rows))
+
+    def counted_ahead(self, rows: pa.Table | pa.RecordBatch) -> pa.Table | None:
+        """`rows` counted for `add_counted`, without the connection: any thread may count them."""
+        return count_hires(rows)
+
+    def add_counted(self, counts: pa.Table) -> None:
+        """Rows this write puts into `hired_employees`, as `counted_ahead` counted them."""
+        if counts.num_rows:
+            self._keep(counts)
 
     def counting(self, parts: Iterable[Part]) -> Iterator[Part]:
         """`parts`, each added as it goes by on its way to the table."""
@@ -158,6 +167,12 @@ class _Unchanged(HireRollupChange):
     """The change of a write to any other table: none."""
 
     def add(self, rows: pa.Table | pa.RecordBatch) -> None:
+        pass
+
+    def counted_ahead(self, rows: pa.Table | pa.RecordBatch) -> pa.Table | None:
+        return None
+
+    def add_counted(self, counts: pa.Table) -> None:
         pass
 
     def counting(self, parts: Iterable[Part]) -> Iterator[Part]:

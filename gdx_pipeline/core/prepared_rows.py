@@ -1,8 +1,8 @@
 """Rows made ready for the database before the thread that writes them gets them.
 
 A file's transaction writes its blocks one after the other; whatever can be done to a block
-without the database (sorting it by key; for PostgreSQL, encoding it as a binary COPY payload)
-is done beforehand, in the thread that settles the blocks, so the writing thread only writes
+without the database (sorting it by key; counting it for the hires rollup; for PostgreSQL,
+encoding it as a binary COPY payload) is done beforehand, in the thread that settles the blocks, so the writing thread only writes
 and the two overlap. SQLite's `executemany` parameters (`sqlite_parameters`) are made by the
 thread that inserts them (see `file_transaction`).
 """
@@ -25,6 +25,7 @@ class PreparedRows:
 
     table: pa.Table
     copy_payload: bytes | None = None  # PostgreSQL binary COPY: header, rows, trailer
+    hire_counts: pa.Table | None = None  # the rows counted for the hires rollup (`hire_rollup.count_hires`)
 
 
 def sqlite_parameters(rows: pa.Table | pa.RecordBatch) -> list[tuple]:

@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
 import sqlalchemy as sa
 
 from gdx_pipeline.core.csv_source import RAW_LINE_KEEP_CHARS
-from gdx_pipeline.core.postgres_copy import copy_rows
+from gdx_pipeline.core.postgres_copy import binary_payload, copy_payload, copy_rows
 from gdx_pipeline.core.validation import RejectedRow
-from gdx_pipeline.core.warehouse import is_postgres, rejected_rows
+from gdx_pipeline.core.warehouse import rejected_rows
 from gdx_pipeline.dictionary import TableSpec
 
+# One encoder, not one per row: `json.dumps` with any non-default option builds a new one each call.
+_reasons_json = json.JSONEncoder(ensure_ascii=False).encode
 _COLUMNS = ["table_name", "source", "source_sha256", "line_number", "raw_line", "reasons", "run_id", "request_id", "rejected_at"]
+
+
+@dataclass
+class PreparedRejects:
+    """Rejected rows made ready for the reject log without a connection (any thread may make them)."""
+
+    count: int
+    rows: pa.Table | None = None  # PostgreSQL: the log's columns, for COPY
+    copy_payload: bytes | None = None  # PostgreSQL: those rows as one binary COPY, when made ahead
+    parameters: list[tuple] | None = None  # SQLite: `executemany` parameters
 
 
 def record_rejects(
@@ -32,39 +45,66 @@ def record_rejects(
 ) -> None:
     """Append rejected rows to the reject log: one binary COPY on PostgreSQL, one `executemany` on
     SQLite, the values of each column gathered once (a big dirty file has hundreds of thousands)."""
-    if not rows:
-        return
+    prepared = prepare_rejects(
+        conn.dialect, spec, rows, source=source, source_sha256=source_sha256, run_id=run_id, request_id=request_id, at=at
+    )
+    write_rejects(conn, prepared)
+
+
+def prepare_rejects(
+    dialect: sa.engine.Dialect,
+    spec: TableSpec,
+    rows: Sequence[RejectedRow],
+    *,
+    source: str,
+    source_sha256: str | None,
+    run_id: str | None,
+    request_id: str | None,
+    at: datetime,
+    encode: bool = False,
+) -> PreparedRejects:
+    """The reject log's rows for `rows`, ready for `write_rejects`; `encode`: on PostgreSQL, as a
+    binary COPY payload too (the work a file's settling thread takes off the writing one)."""
     count = len(rows)
+    if not count:
+        return PreparedRejects(0)
     lines = [r.line for r in rows]
     raws = [stored_raw_line(r) for r in rows]
-    if is_postgres(conn):
-        texts = [json.dumps(r.reasons, ensure_ascii=False) for r in rows]
+    if dialect.name == "postgresql":
         columns = {
             "table_name": _same(spec.name, count),
             "source": _same(source, count),
             "source_sha256": _same(source_sha256, count),
             "line_number": pa.array(lines, pa.int64()),
             "raw_line": pa.array(raws, pa.string()),
-            "reasons": pa.array(texts, pa.string()),
+            "reasons": pa.array([_reasons_json(r.reasons) for r in rows], pa.string()),
             "run_id": _same(run_id, count),
             "request_id": _same(request_id, count),
             "rejected_at": pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), count),
         }
-        copy_rows(conn, "rejected_rows", _COLUMNS, [pa.table(columns)], table=rejected_rows)
-        return
+        table = pa.table(columns)
+        return PreparedRejects(count, rows=table, copy_payload=binary_payload(rejected_rows, _COLUMNS, table) if encode else None)
     # SQLite: the values as SQLAlchemy would bind them (JSON text, DATETIME text), without its
     # per-row statement machinery.
-    bind_reasons = rejected_rows.c.reasons.type.bind_processor(conn.dialect) or (lambda value: value)
-    bind_at = rejected_rows.c.rejected_at.type.bind_processor(conn.dialect) or (lambda value: value)
+    bind_reasons = rejected_rows.c.reasons.type.bind_processor(dialect) or (lambda value: value)
+    bind_at = rejected_rows.c.rejected_at.type.bind_processor(dialect) or (lambda value: value)
     when = bind_at(at)
-    placeholders = ", ".join("?" for _ in _COLUMNS)
-    conn.exec_driver_sql(
-        f"INSERT INTO rejected_rows ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-        [
-            (spec.name, source, source_sha256, line, raw, bind_reasons(r.reasons), run_id, request_id, when)
-            for line, raw, r in zip(lines, raws, rows)
-        ],
-    )
+    parameters = [
+        (spec.name, source, source_sha256, line, raw, bind_reasons(r.reasons), run_id, request_id, when)
+        for line, raw, r in zip(lines, raws, rows)
+    ]
+    return PreparedRejects(count, parameters=parameters)
+
+
+def write_rejects(conn: sa.Connection, prepared: PreparedRejects) -> None:
+    """Append rows made by `prepare_rejects` to the reject log."""
+    if prepared.copy_payload is not None:
+        copy_payload(conn, "rejected_rows", _COLUMNS, prepared.copy_payload)
+    elif prepared.rows is not None:
+        copy_rows(conn, "rejected_rows", _COLUMNS, [prepared.rows], table=rejected_rows)
+    elif prepared.parameters:
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        conn.exec_driver_sql(f"INSERT INTO rejected_rows ({', '.join(_COLUMNS)}) VALUES ({placeholders})", prepared.parameters)
 
 
 def _same(value: str | None, count: int) -> pa.Array:

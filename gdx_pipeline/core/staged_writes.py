@@ -258,15 +258,20 @@ class StagedUpsert:
 
     def prepare(self, rows: pa.Table) -> pa.Table | PreparedRows:
         """What `add` takes, made ready without the database (any thread may call it): for a first
-        load into the bare table, sorted by key and encoded for the wire."""
+        load into the bare table, sorted by key, counted for the hires rollup and encoded for the wire."""
         if self.direct is None or rows.num_rows == 0:
             return rows
-        return prepare_for_empty_table(self.conn.dialect.name, self.direct.table, self.spec.columns, rows)
+        prepared = prepare_for_empty_table(self.conn.dialect.name, self.direct.table, self.spec.columns, rows)
+        prepared.hire_counts = self.hires.counted_ahead(prepared.table)
+        return prepared
 
     def add(self, rows: pa.Table | PreparedRows) -> None:
         """Stage typed rows (dictionary columns, in order), or rows from `prepare`."""
-        if isinstance(rows, PreparedRows):
-            self.hires.add(rows.table)  # an empty table's first load: nothing stored to subtract
+        if isinstance(rows, PreparedRows):  # an empty table's first load: nothing stored to subtract
+            if rows.hire_counts is not None:
+                self.hires.add_counted(rows.hire_counts)
+            else:
+                self.hires.add(rows.table)
             self.direct.add([rows])
             self.staged += rows.table.num_rows
             return
