@@ -9,7 +9,7 @@ thread that inserts them (see `file_transaction`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -29,11 +29,24 @@ class PreparedRows:
 
 
 def sqlite_parameters(rows: pa.Table | pa.RecordBatch) -> list[tuple]:
-    """Rows as `executemany` parameters. Timestamps as SQLAlchemy's SQLite DATETIME text, naive UTC
-    "YYYY-MM-DD HH:MM:SS.ffffff", which Arrow's cast writes many times faster than strftime."""
-    naive = naive_utc(rows)
-    columns = [column.cast(pa.string()) if pa.types.is_timestamp(column.type) else column for column in naive.columns]
-    return list(zip(*(column.to_pylist() for column in columns)))
+    """Rows as `executemany` parameters (see `sqlite_rows`)."""
+    return list(sqlite_rows(rows))
+
+
+def sqlite_rows(rows: pa.Table | pa.RecordBatch) -> Iterator[tuple]:
+    """Rows as `executemany` parameters, made as they are taken: no list of them all. Timestamps
+    as SQLAlchemy's SQLite DATETIME text, naive UTC "YYYY-MM-DD HH:MM:SS.ffffff", which Arrow's
+    cast writes many times faster than strftime; integer columns without nulls through numpy,
+    whose `tolist` is faster than Arrow's `to_pylist`."""
+    columns = []
+    for column in naive_utc(rows).columns:
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.string())
+        if pa.types.is_integer(column.type) and column.null_count == 0:
+            columns.append(column.to_numpy().tolist())
+        else:
+            columns.append(column.to_pylist())
+    return zip(*columns)
 
 
 def in_key_order(rows: pa.Table, key: str) -> pa.Table:

@@ -24,6 +24,7 @@ whole transaction rolls back.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ from gdx_pipeline.core.keys_and_indexes import (
     is_referenced,
 )
 from gdx_pipeline.core.postgres_copy import copy_payload, copy_rows
-from gdx_pipeline.core.prepared_rows import PreparedRows, prepare_for_empty_table, sqlite_parameters
+from gdx_pipeline.core.prepared_rows import PreparedRows, prepare_for_empty_table, sqlite_parameters, sqlite_rows
 from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata, quote_identifier
 from gdx_pipeline.dictionary import TableSpec
 
@@ -85,9 +86,15 @@ def insert_rows(
     if is_postgres(conn):
         copy_rows(conn, target, columns, parts, table=metadata.tables.get(table) if table else None)
         return
-    placeholders = ", ".join("?" for _ in columns)
-    for part in parts:
-        conn.exec_driver_sql(f"INSERT INTO {target} ({columns_sql}) VALUES ({placeholders})", sqlite_parameters(part))
+    statement = f"INSERT INTO {target} ({columns_sql}) VALUES ({', '.join('?' for _ in columns)})"
+    cursor = conn.connection.driver_connection.cursor()  # takes rows as they are made (`sqlite_rows`)
+    try:
+        for part in parts:
+            cursor.executemany(statement, sqlite_rows(part))
+    except sqlite3.Error as error:  # raised as SQLAlchemy would have: IntegrityError and the rest
+        raise sa.exc.DBAPIError.instance(statement, None, error, sqlite3.Error) from error
+    finally:
+        cursor.close()
 
 
 # --- SQL text -----------------------------------------------------------------------------------
