@@ -18,7 +18,7 @@ from gdx_pipeline.core.known_keys import known_keys
 from gdx_pipeline.core.ledger import record_ledger_entry
 from gdx_pipeline.core.locks import lock_table_for_writes
 from gdx_pipeline.core.reject_log import record_rejects
-from gdx_pipeline.core.staged_writes import LoadCounts, StagedUpsert
+from gdx_pipeline.core.staged_writes import ConcurrentInsert, LoadCounts, StagedUpsert
 from gdx_pipeline.core.utc import now_utc
 from gdx_pipeline.core.validation import CheckedRows, RejectedRow, RowValidator, check_rows
 from gdx_pipeline.core.warehouse import write_transaction
@@ -197,15 +197,19 @@ def write_checked_batch(
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             return _write_batch(engine, spec, checked, request_id=request_id, run_id=run_id, source=source, started_at=started_at)
-        except sa.exc.DBAPIError as error:
+        except (sa.exc.DBAPIError, ConcurrentInsert) as error:
             if attempt == WRITE_ATTEMPTS or not is_retryable_conflict(error):
                 raise
-            log.warning(f"{spec.name} batch {request_id or run_id}: {type(error.orig).__name__} on attempt {attempt}, trying again")
+            cause = type(getattr(error, "orig", error)).__name__
+            log.warning(f"{spec.name} batch {request_id or run_id}: {cause} on attempt {attempt}, trying again")
     raise AssertionError("unreachable")
 
 
-def is_retryable_conflict(error: sa.exc.DBAPIError) -> bool:
-    """A deadlock, a serialization failure, or a foreign key broken by a concurrent delete."""
+def is_retryable_conflict(error: sa.exc.DBAPIError | ConcurrentInsert) -> bool:
+    """A deadlock, a serialization failure, a foreign key broken by a concurrent delete, or new
+    ids inserted by a concurrent batch (`ConcurrentInsert`)."""
+    if isinstance(error, ConcurrentInsert):
+        return True
     return getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
 
 

@@ -7,10 +7,15 @@ the rollup once, before the commit (`apply`). A row written unchanged adds one a
 away; a row moved to another quarter, department or job moves its count. A write that empties
 the table first (a restore) clears the rollup instead.
 
-PostgreSQL: API batches of `hired_employees` run side by side under a shared writer lock, so
-each reads the rows it replaces and moves their counts under `lock_hire_rollup`, held until
-it commits; otherwise two batches could both take away the same old row. SQLite's writers
-already take turns.
+PostgreSQL: API batches of `hired_employees` run side by side under a shared writer lock. Each
+reads the rows it replaces with `FOR UPDATE`, in key order (`subtract_replaced`), so a batch
+that moves the same rows waits for the first one's commit and then reads what it wrote; the
+rollup's cells are updated last, in key order, under their own row locks. A batch whose upsert
+meets an id another batch inserted after that read could not count what it replaced, and is
+tried again (`ConcurrentInsert`). Writers that hold the table alone (files, restores, reset)
+take `lock_hire_rollup` as well. An earlier design had every batch take that lock before reading
+what it replaces, until its commit: batches then ran one at a time, at half the rows/s
+(benchmarks/results/api.md). SQLite's writers already take turns.
 """
 
 from __future__ import annotations
@@ -85,9 +90,10 @@ class HireRollupChange:
         self.conn = conn
         self._parts: list[pa.Table] = []
         self._locked = False
+        self._row_locked = False  # what it replaces is row-locked (`subtract_replaced`): no rollup lock
 
     def _lock(self) -> None:
-        if not self._locked:
+        if not self._locked and not self._row_locked:
             lock_hire_rollup(self.conn)
             self._locked = True
 
@@ -128,6 +134,24 @@ class HireRollupChange:
             columns = list(zip(*stored))
             counts = {name: pa.array(values, pa.int64()) for name, values in zip(KEY, columns[:4])}
             self._keep(pa.table(counts | {"hires": pc.negate(pa.array(columns[4], pa.int64()))}))
+
+    def subtract_replaced(self, target: str, key: str, ids: list[int]) -> int | None:
+        """PostgreSQL: the stored rows of `ids` (`key`'s values in `target`, both quoted), which this
+        write is about to replace, locked until it commits (`FOR UPDATE`, in key order) and
+        subtracted; returns how many there were (None where nothing is counted). A writer sharing the table's lock that replaces
+        the same rows waits for this one's commit, then reads what it wrote."""
+        year, quarter = hire_quarter_sql(self.conn, "t.datetime")
+        stored = self.conn.exec_driver_sql(
+            f"SELECT {year}, {quarter}, t.department_id, t.job_id, count(*) FROM (SELECT datetime, department_id, job_id "
+            f"FROM {target} WHERE {key} = ANY(%s) ORDER BY {key} FOR UPDATE) AS t GROUP BY 1, 2, 3, 4",
+            (ids,),
+        ).all()
+        self._row_locked = True
+        if stored:
+            columns = list(zip(*stored))
+            counts = {name: pa.array(values, pa.int64()) for name, values in zip(KEY, columns[:4])}
+            self._keep(pa.table(counts | {"hires": pc.negate(pa.array(columns[4], pa.int64()))}))
+        return sum(row[4] for row in stored)
 
     def clear(self) -> None:
         """The write empties `hired_employees` first: so does the rollup (before any `add`)."""
@@ -180,6 +204,9 @@ class _Unchanged(HireRollupChange):
 
     def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> None:
         pass
+
+    def subtract_replaced(self, target: str, key: str, ids: list[int]) -> int | None:
+        return None
 
     def clear(self) -> None:
         pass

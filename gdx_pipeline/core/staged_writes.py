@@ -51,6 +51,12 @@ BULK_ROWS = 200_000
 SQLITE_STAGING_ROWS = 10_000
 
 
+class ConcurrentInsert(Exception):
+    """PostgreSQL: a writer sharing the table's lock inserted some of this write's new ids after it
+    read the rows it replaces, so what they replaced went uncounted in the hires rollup. Nothing
+    is wrong with the rows: the transaction is rolled back and tried again (`batches`)."""
+
+
 @dataclass
 class LoadCounts:
     inserted: int = 0
@@ -314,19 +320,21 @@ class StagedUpsert:
         table = data_tables[self.spec.name]
         bulk = is_bulk(self.conn, self.staged)
         key = quote_identifier(self.conn, self.spec.primary_key)
-        if bulk:
+        replaced = None
+        if bulk:  # the table held alone
             self.hires.subtract_stored(f"{self.stage.ref} AS s JOIN {self.stage.target} AS t ON t.{key} = s.{key}")
+            drop_secondary_structures(self.conn, table)
         else:  # by key: the stage has no statistics, and a join with it may scan the whole table
             ids = [value for part in self._staged_ids for value in part.to_pylist()]
-            self.hires.subtract_stored(f"{self.stage.target} AS t WHERE t.{key} = ANY(%s)", (ids,))
-        if bulk:
-            drop_secondary_structures(self.conn, table)
+            replaced = self.hires.subtract_replaced(self.stage.target, key, ids)
         # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
         # loads hold it alone.
         inserted, updated = self.conn.exec_driver_sql(
             f"WITH upserted AS ({self.stage.upsert_sql(self.spec.primary_key, ordered=not bulk)} RETURNING (xmax = 0) AS inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
         ).one()
+        if replaced is not None and inserted != self.staged - replaced:
+            raise ConcurrentInsert(f"{self.staged - replaced - inserted} new id(s) of this write were inserted by another meanwhile")
         if bulk:
             create_secondary_structures(self.conn, table)
         after_write(self.conn, table, bulk=bulk)

@@ -142,8 +142,8 @@ def test_random_writes_keep_the_rollup_exact(engine, monkeypatch):
 
 @pytest.mark.postgres
 def test_concurrent_batches_moving_the_same_employees(postgres_url):
-    """API batches share the table's lock on PostgreSQL; the rollup lock makes each one's count of
-    the rows it replaces right even when another batch moved them a moment before."""
+    """API batches share the table's lock on PostgreSQL; reading the rows it replaces FOR UPDATE
+    makes each one's count of them right even when another batch moved them a moment before."""
     from gdx_pipeline.core.warehouse import create_warehouse_engine
 
     engine = create_warehouse_engine(postgres_url)
@@ -171,6 +171,44 @@ def test_concurrent_batches_moving_the_same_employees(postgres_url):
         thread.join()
     assert not errors, errors
     assert sum(stored_rollup(engine).values()) == 30
+    assert_rollup_exact(engine, [2021])
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_concurrent_batches_inserting_the_same_new_employees(postgres_url):
+    """Batches racing to insert the same new ids: each one but the first finds, at its upsert,
+    ids it had not seen when it read the rows it replaces; it rolls back and is tried again,
+    so every hire is counted once, in the quarter its last writer gave it."""
+    from gdx_pipeline.core.warehouse import create_warehouse_engine
+
+    engine = create_warehouse_engine(postgres_url)
+    create_schema(engine)
+    seed(engine)
+    instants = [datetime(2021, month, 15, tzinfo=UTC).isoformat() for month in (2, 5, 8, 11)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def writer(offset: int) -> None:
+        try:
+            for n in range(12):
+                start.wait()  # every round, all four send the same fresh ids at once
+                rows = [
+                    {"id": n * 20 + i, "name": f"P{i}", "datetime": instants[offset], "department_id": offset % 3 + 1, "job_id": 1}
+                    for i in range(1, 21)
+                ]
+                apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id=f"{offset}-{n}")
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+            start.abort()
+
+    threads = [threading.Thread(target=writer, args=(offset,)) for offset in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sum(stored_rollup(engine).values()) == 12 * 20
     assert_rollup_exact(engine, [2021])
     engine.dispose()
 
