@@ -107,8 +107,7 @@ class ArrowRules:
                 found += [(name, NOT_NULLABLE, None, int(row)) for row in np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))]
             for check in column.checks:
                 passed = pc.fill_null(self.TRANSLATED[check.name](values, check.statistics), True)  # checks ignore nulls
-                found += [
-                    (name, check.error, values[int(row)].as_py(), int(row))
-                    for row in np.flatnonzero(pc.invert(passed).to_numpy(zero_copy_only=False))
-                ]
+                rows = np.flatnonzero(pc.invert(passed).to_numpy(zero_copy_only=False))
+                failing = values.take(pa.array(rows, pa.int64())).to_pylist() if len(rows) else []
+                found += [(name, check.error, value, int(row)) for row, value in zip(rows, failing)]
         return found

@@ -70,22 +70,37 @@ def reasons_by_row(failures: list[Failure], parsed: dict[str, ParsedColumn], fie
     broke. A reason quotes what was sent (trimmed), in an excerpt when long, never the parsed
     stand-in: 30 digits are quoted as sent, not as the out-of-range id they parse to."""
     reasons: dict[int, list[str]] = {}
+    sent = _sent_texts(failures, fields)
+    unparsable = {
+        column: parse.unparsable.fill_null(False).to_numpy(zero_copy_only=False)
+        for column, parse in parsed.items()
+        if parse.unparsable is not None
+    }
     for column, check, _value, row in failures:
         column_parse = parsed[column]
         if check == NOT_NULLABLE:
             if row in column_parse.refused:
                 reason = f"{column}: {column_parse.refused[row]}"
-            elif column_parse.unparsable is not None and column_parse.unparsable[row].as_py():
-                reason = f"{column}: {column_parse.problem} (got {excerpt(_sent(fields, column, row))})"
+            elif column in unparsable and unparsable[column][row]:
+                reason = f"{column}: {column_parse.problem} (got {excerpt(sent[column, row])})"
             else:
                 reason = f"{column}: missing"
         else:
-            sent = _sent(fields, column, row)  # an integer's text is digits: quoted bare, like the id it is
-            shown = excerpt(sent, quoted=not pa.types.is_integer(column_parse.values.type))
+            # an integer's text is digits: quoted bare, like the id it is
+            shown = excerpt(sent[column, row], quoted=not pa.types.is_integer(column_parse.values.type))
             reason = f"{column}: {_describe_check(check)} (got {shown})"
         reasons.setdefault(row, []).append(reason)
     return reasons
 
 
-def _sent(fields: pa.Table, column: str, row: int) -> str:
-    return fields.column(column)[row].as_py().strip()
+def _sent_texts(failures: list[Failure], fields: pa.Table) -> dict[tuple[str, int], str]:
+    """(column, row) -> the text sent there, trimmed, for every failure: one `take` per column."""
+    rows_by_column: dict[str, set[int]] = {}
+    for column, _check, _value, row in failures:
+        rows_by_column.setdefault(column, set()).add(row)
+    sent: dict[tuple[str, int], str] = {}
+    for column, rows in rows_by_column.items():
+        ordered = sorted(rows)
+        texts = fields.column(column).take(pa.array(ordered, pa.int64())).to_pylist()
+        sent.update(((column, row), (text or "").strip()) for row, text in zip(ordered, texts))
+    return sent
