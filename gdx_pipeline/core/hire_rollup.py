@@ -13,7 +13,8 @@ that moves the same rows waits for the first one's commit and then reads what it
 rollup's cells are updated last, in key order, under their own row locks. A batch whose upsert
 meets an id another batch inserted after that read could not count what it replaced, and is
 tried again (`ConcurrentInsert`). Writers that hold the table alone (files, restores, reset)
-take `lock_hire_rollup` as well. An earlier design had every batch take that lock before reading
+race with none of that; those that count what they replace with a join (big writes) or clear
+the rollup take `lock_hire_rollup` as well. An earlier design had every batch take that lock before reading
 what it replaces, until its commit: batches then ran one at a time, at half the rows/s
 (benchmarks/results/api.md). SQLite's writers already take turns.
 """
