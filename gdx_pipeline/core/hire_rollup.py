@@ -133,27 +133,27 @@ class HireRollupChange:
         """Rows this write is about to replace: `rows_sql` is the FROM clause that selects them from
         `hired_employees` under the alias `t` (joins, WHERE), read before they are overwritten."""
         self._lock()
-        year, quarter = hire_quarter_sql(self.conn, "t.datetime")
-        stored = self.conn.exec_driver_sql(
-            f"SELECT {year}, {quarter}, t.department_id, t.job_id, count(*) FROM {rows_sql} GROUP BY 1, 2, 3, 4", parameters
-        ).all()
-        if stored:
-            columns = list(zip(*stored))
-            counts = {name: pa.array(values, pa.int64()) for name, values in zip(KEY, columns[:4])}
-            self._keep(pa.table(counts | {"hires": pc.negate(pa.array(columns[4], pa.int64()))}))
+        self._subtract(rows_sql, parameters)
 
     def subtract_replaced(self, target: str, key: str, ids: list[int]) -> int | None:
         """PostgreSQL: the stored rows of `ids` (`key`'s values in `target`, both quoted), which this
         write is about to replace, locked until it commits (`FOR UPDATE`, in key order) and
-        subtracted; returns how many there were (None where nothing is counted). A writer sharing the table's lock that replaces
-        the same rows waits for this one's commit, then reads what it wrote."""
+        subtracted; returns how many there were (None where nothing is counted). A writer sharing
+        the table's lock that replaces the same rows waits for this one's commit, then reads what
+        it wrote."""
+        self._row_locked = True
+        locked = (
+            f"(SELECT datetime, department_id, job_id FROM {target} WHERE {key} = ANY(%s::bigint[]) ORDER BY {key} FOR UPDATE) AS t"
+        )
+        return self._subtract(locked, (array_text(ids),))
+
+    def _subtract(self, rows_sql: str, parameters: tuple) -> int:
+        """Count the rows `rows_sql` selects (alias `t`) by cell and keep them as a negative part;
+        returns how many rows there were."""
         year, quarter = hire_quarter_sql(self.conn, "t.datetime")
         stored = self.conn.exec_driver_sql(
-            f"SELECT {year}, {quarter}, t.department_id, t.job_id, count(*) FROM (SELECT datetime, department_id, job_id "
-            f"FROM {target} WHERE {key} = ANY(%s::bigint[]) ORDER BY {key} FOR UPDATE) AS t GROUP BY 1, 2, 3, 4",
-            (array_text(ids),),
+            f"SELECT {year}, {quarter}, t.department_id, t.job_id, count(*) FROM {rows_sql} GROUP BY 1, 2, 3, 4", parameters
         ).all()
-        self._row_locked = True
         if stored:
             columns = list(zip(*stored))
             counts = {name: pa.array(values, pa.int64()) for name, values in zip(KEY, columns[:4])}

@@ -26,7 +26,6 @@ _COLUMNS = ["table_name", "source", "source_sha256", "line_number", "raw_line", 
 class PreparedRejects:
     """Rejected rows made ready for the reject log without a connection (any thread may make them)."""
 
-    count: int
     rows: pa.Table | None = None  # PostgreSQL: the log's columns, for COPY
     copy_payload: bytes | None = None  # PostgreSQL: those rows as one binary COPY, when made ahead
     parameters: list[tuple] | None = None  # SQLite: `executemany` parameters
@@ -67,7 +66,7 @@ def prepare_rejects(
     binary COPY payload too (the work a file's settling thread takes off the writing one)."""
     count = len(rows)
     if not count:
-        return PreparedRejects(0)
+        return PreparedRejects()
     lines = [r.line for r in rows]
     raws = [stored_raw_line(r) for r in rows]
     if dialect.name == "postgresql":
@@ -83,7 +82,7 @@ def prepare_rejects(
             "rejected_at": pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), count),
         }
         table = pa.table(columns)
-        return PreparedRejects(count, rows=table, copy_payload=binary_payload(rejected_rows, _COLUMNS, table) if encode else None)
+        return PreparedRejects(rows=table, copy_payload=binary_payload(rejected_rows, _COLUMNS, table) if encode else None)
     # SQLite: the values as SQLAlchemy would bind them (JSON text, DATETIME text), without its
     # per-row statement machinery.
     bind_reasons = rejected_rows.c.reasons.type.bind_processor(dialect) or (lambda value: value)
@@ -93,7 +92,7 @@ def prepare_rejects(
         (spec.name, source, source_sha256, line, raw, bind_reasons(r.reasons), run_id, request_id, when)
         for line, raw, r in zip(lines, raws, rows)
     ]
-    return PreparedRejects(count, parameters=parameters)
+    return PreparedRejects(parameters=parameters)
 
 
 def write_rejects(conn: sa.Connection, prepared: PreparedRejects) -> None:

@@ -140,77 +140,81 @@ def test_random_writes_keep_the_rollup_exact(engine, monkeypatch):
     exact_after_each()
 
 
-@pytest.mark.postgres
-def test_concurrent_batches_moving_the_same_employees(postgres_url):
-    """API batches share the table's lock on PostgreSQL; reading the rows it replaces FOR UPDATE
-    makes each one's count of them right even when another batch moved them a moment before."""
+QUARTER_INSTANTS = [datetime(2021, month, 15, tzinfo=UTC).isoformat() for month in (2, 5, 8, 11)]  # one per quarter
+
+
+@pytest.fixture
+def seeded_postgres(postgres_url):
+    """A PostgreSQL warehouse with 3 departments and 3 jobs: where API batches run side by side."""
     from gdx_pipeline.core.warehouse import create_warehouse_engine
 
     engine = create_warehouse_engine(postgres_url)
     create_schema(engine)
     seed(engine)
-    instants = [datetime(2021, month, 15, tzinfo=UTC).isoformat() for month in (2, 5, 8, 11)]
+    yield engine
+    engine.dispose()
+
+
+def write_concurrently(engine: sa.Engine, writers: int, batches, *, barrier: threading.Barrier | None = None) -> None:
+    """`writers` threads, writer k applying each batch of `batches(k)` (lists of employee rows) as
+    an API batch; fails with what any writer raised. A writer that fails aborts `barrier`, so the
+    others, waiting on it between batches, stop too."""
     errors: list[BaseException] = []
 
-    def writer(offset: int) -> None:
+    def write(offset: int) -> None:
         try:
-            for n in range(40):
-                moved = (n + offset) % 4
-                rows = [
-                    {"id": i, "name": f"P{i}", "datetime": instants[(i + moved) % 4], "department_id": moved % 3 + 1, "job_id": i % 3 + 1}
-                    for i in range(1, 31)
-                ]
+            for n, rows in enumerate(batches(offset)):
                 apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id=f"{offset}-{n}")
         except BaseException as error:  # reported by the main thread
             errors.append(error)
+            if barrier is not None:
+                barrier.abort()
 
-    threads = [threading.Thread(target=writer, args=(offset,)) for offset in range(3)]
+    threads = [threading.Thread(target=write, args=(offset,)) for offset in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not errors, errors
-    assert sum(stored_rollup(engine).values()) == 30
-    assert_rollup_exact(engine, [2021])
-    engine.dispose()
 
 
 @pytest.mark.postgres
-def test_concurrent_batches_inserting_the_same_new_employees(postgres_url):
+def test_concurrent_batches_moving_the_same_employees(seeded_postgres):
+    """API batches share the table's lock on PostgreSQL; reading the rows it replaces FOR UPDATE
+    makes each one's count of them right even when another batch moved them a moment before."""
+
+    def moving(offset: int):
+        for n in range(40):
+            moved = (n + offset) % 4
+            department = moved % 3 + 1
+            yield [
+                {"id": i, "name": f"P{i}", "datetime": QUARTER_INSTANTS[(i + moved) % 4], "department_id": department, "job_id": i % 3 + 1}
+                for i in range(1, 31)
+            ]
+
+    write_concurrently(seeded_postgres, 3, moving)
+    assert sum(stored_rollup(seeded_postgres).values()) == 30
+    assert_rollup_exact(seeded_postgres, [2021])
+
+
+@pytest.mark.postgres
+def test_concurrent_batches_inserting_the_same_new_employees(seeded_postgres):
     """Batches racing to insert the same new ids: each one but the first finds, at its upsert,
     ids it had not seen when it read the rows it replaces; it rolls back and is tried again,
     so every hire is counted once, in the quarter its last writer gave it."""
-    from gdx_pipeline.core.warehouse import create_warehouse_engine
-
-    engine = create_warehouse_engine(postgres_url)
-    create_schema(engine)
-    seed(engine)
-    instants = [datetime(2021, month, 15, tzinfo=UTC).isoformat() for month in (2, 5, 8, 11)]
-    errors: list[BaseException] = []
     start = threading.Barrier(4)
 
-    def writer(offset: int) -> None:
-        try:
-            for n in range(12):
-                start.wait()  # every round, all four send the same fresh ids at once
-                rows = [
-                    {"id": n * 20 + i, "name": f"P{i}", "datetime": instants[offset], "department_id": offset % 3 + 1, "job_id": 1}
-                    for i in range(1, 21)
-                ]
-                apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id=f"{offset}-{n}")
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-            start.abort()
+    def racing(offset: int):
+        for n in range(12):
+            start.wait()  # every round, all four send the same fresh ids at once
+            yield [
+                {"id": n * 20 + i, "name": f"P{i}", "datetime": QUARTER_INSTANTS[offset], "department_id": offset % 3 + 1, "job_id": 1}
+                for i in range(1, 21)
+            ]
 
-    threads = [threading.Thread(target=writer, args=(offset,)) for offset in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
-    assert sum(stored_rollup(engine).values()) == 12 * 20
-    assert_rollup_exact(engine, [2021])
-    engine.dispose()
+    write_concurrently(seeded_postgres, 4, racing, barrier=start)
+    assert sum(stored_rollup(seeded_postgres).values()) == 12 * 20
+    assert_rollup_exact(seeded_postgres, [2021])
 
 
 def test_reset_empties_the_rollup(engine, globant_landing):
