@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 
 from gdx_pipeline.core.backups import BackupNotFoundError
 from gdx_pipeline.core.metrics import InvalidYearError
+from gdx_pipeline.core.staged_writes import ConcurrentInsert
 from gdx_pipeline.dictionary import UnknownTableError, excerpt
 
 log = logging.getLogger("gdx_pipeline.api")
@@ -80,6 +81,7 @@ ANSWERS: dict[type[Exception], tuple[int, str]] = {
     InvalidBody: (422, "invalid_body"),
     InvalidYearError: (422, "invalid_request"),
     JobFailed: (500, "job_failed"),
+    ConcurrentInsert: (503, "concurrent_write"),  # only after every retry of the batch met one
 }
 
 

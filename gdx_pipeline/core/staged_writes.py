@@ -334,7 +334,10 @@ class StagedUpsert:
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
         ).one()
         if replaced is not None and inserted != self.staged - replaced:
-            raise ConcurrentInsert(f"{self.staged - replaced - inserted} new id(s) of this write were inserted by another meanwhile")
+            raise ConcurrentInsert(
+                f"{self.staged - replaced - inserted} new id(s) of this write were inserted by a concurrent write meanwhile; "
+                "nothing was written, try again"
+            )
         if bulk:
             create_secondary_structures(self.conn, table)
         after_write(self.conn, table, bulk=bulk)

@@ -378,3 +378,17 @@ def test_openapi_documents_each_table_from_the_dictionary(client) -> None:  # no
         assert {"200", "413", "415", "422"} <= set(post["responses"])
         assert "401" not in post["responses"] and "security" not in post  # this server asks no token
     assert "securitySchemes" not in schema["components"]
+
+
+def test_a_batch_that_kept_meeting_concurrent_inserts_is_answered_503_try_again() -> None:
+    """A batch is tried again when another inserted its new ids meanwhile; if every attempt met
+    one, nothing was written and the client is told to send it again, not shown a 500."""
+    import json
+
+    from gdx_pipeline.api.errors import answer
+    from gdx_pipeline.core.staged_writes import ConcurrentInsert
+
+    message = "3 new id(s) of this write were inserted by a concurrent write meanwhile; nothing was written, try again"
+    response = answer(ConcurrentInsert(message))
+    assert response.status_code == 503
+    assert json.loads(response.body) == {"error": "concurrent_write", "message": message}
