@@ -1,23 +1,30 @@
 """`hires_by_quarter` kept in step with `hired_employees`, inside each writer's transaction.
 
 A write changes the rollup by what it adds minus what it replaces: the rows it writes are
-counted as they go by (Arrow, in the writer's process), the rows they replace are counted in
-the database before they are overwritten (`subtract_stored`), and the difference is added to
-the rollup once, before the commit (`apply`). A row written unchanged adds one and takes one
-away; a row moved to another quarter, department or job moves its count. A write that empties
-the table first (a restore) clears the rollup instead.
+counted as they go by (in the writer's process, `count_hires`), the rows they replace are
+counted in the database before they are overwritten, and the difference is appended once,
+before the commit, to `hires_by_quarter_changes`: on SQLite by `subtract_stored` then `apply`,
+on PostgreSQL's staged upserts in one statement (`append_replacing`). A row written unchanged
+adds one and takes one away; a row moved to another quarter, department or job moves its count.
+A write that empties the table first (a restore) clears both tables instead.
+
+The metrics read the rollup plus the changes not yet folded into it. Appending is plain inserts
+that no two writers contend for; the write whose cells take the changes' numbering past a
+multiple of `FOLD_CELLS` also folds every change it can see into the rollup
+(`fold_hire_changes`), so the metrics never read more than about that many of them. An earlier
+design had every API batch update the rollup's cells in place: ~1,000 of them per batch, the
+same ones for every batch of the same months, so concurrent batches queued on their row locks
+and each paid an upsert per cell (benchmarks/results/api.md).
 
 PostgreSQL: API batches of `hired_employees` run side by side under a shared writer lock. Each
-reads the rows it replaces with `FOR UPDATE`, in key order (`subtract_replaced`), so a batch
-that moves the same rows waits for the first one's commit and then reads what it wrote; the
-rollup's cells are updated last, in key order, under their own row locks. A batch whose upsert
-meets an id another batch inserted after that read could not count what it replaced, and is
-tried again (`ConcurrentInsert`). Writers that hold the table alone (files, restores, reset)
-race with none of that; those that count what they replace with a join (big writes) or clear
-the rollup take `lock_hire_rollup` as well. An earlier design had every batch take that lock before reading
-what it replaces, until its commit: batches then ran one at a time, at half the rows/s
-(benchmarks/results/api.md). SQLite's writers already take turns.
-"""
+reads the rows it replaces with `FOR UPDATE`, in key order, so a batch that moves the same rows
+waits for the first one's commit and then reads what it wrote. A batch whose upsert meets an id
+another batch inserted after that read could not count what it replaced, and is tried again
+(`ConcurrentInsert`). Folds take turns under the rollup's advisory lock, which a batch only
+tries (one that finds it taken leaves the fold to a later write); a fold moves the changes
+committed before it and those of its own write, and the sum stays exact because every change
+is either moved whole or left whole. Writers that hold the table alone (files, restores, reset)
+race with none of that. SQLite's writers already take turns."""
 
 from __future__ import annotations
 
@@ -31,15 +38,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from gdx_pipeline.core.locks import lock_hire_rollup
-from gdx_pipeline.core.warehouse import hire_quarter_sql, hires_by_quarter, is_postgres
+from gdx_pipeline.core.locks import lock_hire_rollup, try_lock_hire_rollup
+from gdx_pipeline.core.warehouse import (
+    array_text,
+    hire_quarter_sql,
+    hires_by_quarter,
+    hires_by_quarter_changes,
+    hires_by_quarter_changes_cells,
+    is_postgres,
+)
 from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL
 
 # The table whose rows the rollup counts.
 COUNTED_TABLE = "hired_employees"
 KEY = ("year", "quarter", "department_id", "job_id")
-# Counted parts are folded into one once there are this many (a big file has many blocks).
+# Counted parts are summed into one once there are this many (a big file has many blocks).
 _FOLD_PARTS = 32
+# Appended changes are folded into the rollup each time their ids pass a multiple of this: the
+# metrics read about this many rows of changes at most, beside the rollup's (a few ms).
+FOLD_CELLS = 20_000
+# PostgreSQL: the first and last number the rows of a CTE `appended` take from a sequence (SQLite
+# numbers them itself: rowid, from 1 again once the table is emptied).
+_UNNESTED = "SELECT * FROM unnest(%s::integer[], %s::smallint[], %s::integer[], %s::integer[], %s::integer[])"
+_NUMBERED = f"min(n), max(n) FROM (SELECT nextval('{hires_by_quarter_changes_cells.name}') AS n FROM appended) AS numbered"
 
 Part = TypeVar("Part", pa.Table, pa.RecordBatch)
 
@@ -57,24 +78,36 @@ def _quarter_of_day() -> tuple[int, np.ndarray]:
 def count_hires(rows: pa.Table | pa.RecordBatch) -> pa.Table:
     """Rows (with datetime, department_id, job_id) as (year, quarter, department_id, job_id, hires).
 
-    Grouped on two keys, not four: the quarter and the department share one int64 (quarter above
-    bit 32, department id below, which the dictionary keeps under 2**31)."""
+    Ids under 2**25 (all but the largest the dictionary allows) share one int64 with the quarter,
+    counted with one sort (`numpy.unique`): several times cheaper than a grouping on a 1,000-row
+    API batch, and cheaper on a file's blocks too. Larger ids are grouped by Arrow on two keys."""
     first, quarter_of_day = _quarter_of_day()
     micros = rows.column("datetime").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
     quarters = quarter_of_day[micros // 86_400_000_000 - first]
-    packed = (quarters << 32) | rows.column("department_id").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    keys = pa.table({"packed": packed, "job_id": rows.column("job_id").cast(pa.int64())})
+    departments = rows.column("department_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    jobs = rows.column("job_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(jobs) and max(departments.max(), jobs.max()) >= _PACKED_ID_LIMIT:
+        return _count_hires_grouped(quarters, departments, jobs)
+    packed, hires = np.unique((quarters << 50) | (departments << 25) | jobs, return_counts=True)
+    return _cells(packed >> 50, (packed >> 25) & (_PACKED_ID_LIMIT - 1), packed & (_PACKED_ID_LIMIT - 1), hires)
+
+
+_PACKED_ID_LIMIT = 1 << 25
+
+
+def _count_hires_grouped(quarters: np.ndarray, departments: np.ndarray, jobs: np.ndarray) -> pa.Table:
+    """`count_hires` for any ids the dictionary admits (under 2**31): the quarter and the department
+    share one int64, grouped with the job by Arrow."""
+    keys = pa.table({"packed": (quarters << 32) | departments, "job_id": jobs})
     grouped = keys.group_by(["packed", "job_id"]).aggregate([([], "count_all")])
     packed = grouped.column("packed").to_numpy()
-    quarters = packed >> 32
+    return _cells(packed >> 32, packed & 0xFFFFFFFF, grouped.column("job_id").to_numpy(), grouped.column("count_all").to_numpy())
+
+
+def _cells(quarters: np.ndarray, departments: np.ndarray, jobs: np.ndarray, hires: np.ndarray) -> pa.Table:
+    """The rollup's cells from quarter numbers (year * 4 + quarter - 1) and the other keys."""
     return pa.table(
-        {
-            "year": quarters // 4,
-            "quarter": quarters % 4 + 1,
-            "department_id": packed & 0xFFFFFFFF,
-            "job_id": grouped.column("job_id"),
-            "hires": grouped.column("count_all"),
-        }
+        {"year": quarters // 4, "quarter": quarters % 4 + 1, "department_id": departments, "job_id": jobs, "hires": hires.astype(np.int64)}
     )
 
 
@@ -84,25 +117,12 @@ def _summed(parts: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(parts).group_by(list(KEY)).aggregate([("hires", "sum")]).rename_columns([*KEY, "hires"])
 
 
-def array_text(values: Iterable[int]) -> str:
-    """PostgreSQL array text of integers (`{1,2,3}`): one string to send, where psycopg dumps a
-    list element by element in Python (a third of a 1,000-row API batch's own CPU time)."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
 class HireRollupChange:
-    """What one write does to `hires_by_quarter`: gathered while it writes, applied before it commits."""
+    """What one write does to `hires_by_quarter`: gathered while it writes, appended before it commits."""
 
     def __init__(self, conn: sa.Connection):
         self.conn = conn
         self._parts: list[pa.Table] = []
-        self._locked = False
-        self._row_locked = False  # what it replaces is row-locked (`subtract_replaced`): no rollup lock
-
-    def _lock(self) -> None:
-        if not self._locked and not self._row_locked:
-            lock_hire_rollup(self.conn)
-            self._locked = True
 
     def _keep(self, part: pa.Table) -> None:
         self._parts.append(part)
@@ -132,20 +152,27 @@ class HireRollupChange:
     def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> None:
         """Rows this write is about to replace: `rows_sql` is the FROM clause that selects them from
         `hired_employees` under the alias `t` (joins, WHERE), read before they are overwritten."""
-        self._lock()
         self._subtract(rows_sql, parameters)
 
-    def subtract_replaced(self, target: str, key: str, ids: list[int]) -> int | None:
-        """PostgreSQL: the stored rows of `ids` (`key`'s values in `target`, both quoted), which this
-        write is about to replace, locked until it commits (`FOR UPDATE`, in key order) and
-        subtracted; returns how many there were (None where nothing is counted). A writer sharing
-        the table's lock that replaces the same rows waits for this one's commit, then reads what
-        it wrote."""
-        self._row_locked = True
-        locked = (
-            f"(SELECT datetime, department_id, job_id FROM {target} WHERE {key} = ANY(%s::bigint[]) ORDER BY {key} FOR UPDATE) AS t"
-        )
-        return self._subtract(locked, (array_text(ids),))
+    def append_replacing(self, replaced: str, parameters: tuple = ()) -> int | None:
+        """PostgreSQL: append this write's change in one statement, the rows gathered so far
+        (`add`) and the stored rows they replace, which `replaced` selects (their datetime,
+        department_id and job_id from `hired_employees`, with any row locks the writer needs) and
+        the database counts where they lie. Returns how many rows they replace (None where nothing
+        is counted). Call it before the write overwrites them, after its last `add`."""
+        year, quarter = hire_quarter_sql(self.conn, "t.datetime")
+        columns = self._gathered_columns()
+        replaced_rows, first, last = self.conn.exec_driver_sql(
+            f"WITH replaced AS ({replaced}), appended AS ("
+            f"INSERT INTO {hires_by_quarter_changes.name} (year, quarter, department_id, job_id, hires) "
+            f"SELECT {year}, {quarter}, t.department_id, t.job_id, -count(*) FROM replaced AS t GROUP BY 1, 2, 3, 4 "
+            f"UNION ALL {_UNNESTED} RETURNING 1) "
+            f"SELECT (SELECT count(*) FROM replaced), {_NUMBERED}",
+            (*parameters, *(array_text(column) for column in columns)),
+        ).one()
+        if first is not None:
+            self._fold_if_passed(first, last)
+        return replaced_rows
 
     def _subtract(self, rows_sql: str, parameters: tuple) -> int:
         """Count the rows `rows_sql` selects (alias `t`) by cell and keep them as a negative part;
@@ -161,37 +188,69 @@ class HireRollupChange:
         return sum(row[4] for row in stored)
 
     def clear(self) -> None:
-        """The write empties `hired_employees` first: so does the rollup (before any `add`)."""
-        self._lock()
+        """The write empties `hired_employees` first: so do the rollup and its changes (before any `add`)."""
+        lock_hire_rollup(self.conn)
+        self.conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter_changes.name}")
         self.conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
 
     def apply(self) -> None:
-        """Add the gathered difference to `hires_by_quarter`; cells that reach 0 go."""
-        if not self._parts:
+        """Append the gathered difference to `hires_by_quarter_changes`; fold the changes into the
+        rollup when this write takes them past a multiple of `FOLD_CELLS`."""
+        columns = self._gathered_columns()
+        if not columns[0]:
             return
-        self._lock()
-        delta = _summed(self._parts)
-        self._parts = []
-        delta = delta.filter(pc.not_equal(delta.column("hires"), 0)).sort_by([(name, "ascending") for name in KEY])
-        if delta.num_rows == 0:
-            return
-        columns = [delta.column(name).to_pylist() for name in (*KEY, "hires")]
-        table = hires_by_quarter.name
-        update = f"ON CONFLICT (year, quarter, department_id, job_id) DO UPDATE SET hires = {table}.hires + excluded.hires"
+        table = hires_by_quarter_changes.name
         if is_postgres(self.conn):
-            self.conn.exec_driver_sql(
-                f"INSERT INTO {table} (year, quarter, department_id, job_id, hires) "
-                "SELECT * FROM unnest(%s::integer[], %s::smallint[], %s::integer[], %s::integer[], %s::integer[]) "
-                f"{update}",
+            first, last = self.conn.exec_driver_sql(
+                f"WITH appended AS (INSERT INTO {table} (year, quarter, department_id, job_id, hires) {_UNNESTED} RETURNING 1) "
+                f"SELECT {_NUMBERED}",
                 tuple(array_text(column) for column in columns),
-            )
+            ).one()
         else:
             self.conn.exec_driver_sql(
-                f"INSERT INTO main.{table} (year, quarter, department_id, job_id, hires) VALUES (?, ?, ?, ?, ?) {update}",
-                list(zip(*columns)),
+                f"INSERT INTO main.{table} (year, quarter, department_id, job_id, hires) VALUES (?, ?, ?, ?, ?)", list(zip(*columns))
             )
-        if pc.any(pc.less(delta.column("hires"), 0)).as_py():
-            self.conn.exec_driver_sql(f"DELETE FROM {table} WHERE hires <= 0")
+            last = self.conn.exec_driver_sql(f"SELECT max(rowid) FROM main.{table}").scalar_one()
+            first = last - len(columns[0]) + 1
+        self._fold_if_passed(first, last)
+
+    def _gathered_columns(self) -> list[list[int]]:
+        """The cells gathered so far (year, quarter, department_id, job_id, hires; cells that net
+        to 0 left out), as lists; forgets them."""
+        if not self._parts:
+            return [[] for _ in (*KEY, "hires")]
+        delta = _summed(self._parts)
+        self._parts = []
+        delta = delta.filter(pc.not_equal(delta.column("hires"), 0))
+        return [delta.column(name).to_pylist() for name in (*KEY, "hires")]
+
+    def _fold_if_passed(self, first: int, last: int) -> None:
+        """Fold the changes if this write's cells, numbered `first` to `last`, passed a multiple of
+        `FOLD_CELLS` (and no other write is folding them)."""
+        if last // FOLD_CELLS > (first - 1) // FOLD_CELLS and try_lock_hire_rollup(self.conn):
+            fold_hire_changes(self.conn)
+
+
+def fold_hire_changes(conn: sa.Connection) -> None:
+    """Move every change the transaction can see from `hires_by_quarter_changes` into
+    `hires_by_quarter`; cells that reach 0 go. The caller holds the rollup's lock: on PostgreSQL
+    the changes deleted are exactly those added, even while other writers append more."""
+    rollup, changes = hires_by_quarter.name, hires_by_quarter_changes.name
+    cells = "year, quarter, department_id, job_id"
+    update = f"ON CONFLICT ({cells}) DO UPDATE SET hires = {rollup}.hires + excluded.hires"
+    if is_postgres(conn):
+        conn.exec_driver_sql(
+            f"WITH moved AS (DELETE FROM {changes} RETURNING {cells}, hires) "
+            f"INSERT INTO {rollup} ({cells}, hires) SELECT {cells}, sum(hires) FROM moved "
+            f"GROUP BY {cells} HAVING sum(hires) <> 0 ORDER BY {cells} {update}"
+        )
+    else:
+        conn.exec_driver_sql(
+            f"INSERT INTO main.{rollup} ({cells}, hires) SELECT {cells}, sum(hires) FROM main.{changes} WHERE true "
+            f"GROUP BY {cells} HAVING sum(hires) <> 0 {update}"
+        )
+        conn.exec_driver_sql(f"DELETE FROM main.{changes}")
+    conn.exec_driver_sql(f"DELETE FROM {rollup} WHERE hires <= 0")
 
 
 class _Unchanged(HireRollupChange):
@@ -212,7 +271,7 @@ class _Unchanged(HireRollupChange):
     def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> None:
         pass
 
-    def subtract_replaced(self, target: str, key: str, ids: list[int]) -> int | None:
+    def append_replacing(self, replaced: str, parameters: tuple = ()) -> int | None:
         return None
 
     def clear(self) -> None:

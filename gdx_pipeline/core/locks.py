@@ -12,8 +12,8 @@ from gdx_pipeline.dictionary import TABLES, TableSpec
 
 # Creating tables and indexes: two processes starting at once must not race on CREATE TABLE.
 SCHEMA_LOCK_ID = 7_420_001
-# Changing `hires_by_quarter`: each writer reads the rows it replaces and moves their counts, so
-# two writers of `hired_employees` (API batches share that table's lock) must take turns there.
+# Changing `hires_by_quarter` itself (folding the changes writers append, clearing it): API
+# batches share `hired_employees`'s lock, and two of them must not fold at once.
 HIRE_ROLLUP_LOCK_ID = 7_420_002
 # One writer lock per dictionary table, numbered from here in dictionary order.
 TABLE_WRITER_LOCK_BASE = 7_420_100
@@ -48,3 +48,11 @@ def lock_hire_rollup(conn: sa.Connection) -> None:
     the table's writer lock, never before it)."""
     if _is_postgres(conn):
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({HIRE_ROLLUP_LOCK_ID})")
+
+
+def try_lock_hire_rollup(conn: sa.Connection) -> bool:
+    """Take the `hires_by_quarter` lock if no other transaction holds it (PostgreSQL; True on
+    SQLite, whose writers already take turns), until the transaction ends."""
+    if _is_postgres(conn):
+        return conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({HIRE_ROLLUP_LOCK_ID})").scalar_one()
+    return True

@@ -40,7 +40,7 @@ from gdx_pipeline.core.keys_and_indexes import (
 )
 from gdx_pipeline.core.postgres_copy import copy_payload, copy_rows
 from gdx_pipeline.core.prepared_rows import PreparedRows, prepare_for_empty_table, sqlite_parameters, sqlite_rows
-from gdx_pipeline.core.warehouse import data_tables, is_postgres, metadata, quote_identifier
+from gdx_pipeline.core.warehouse import array_text, data_tables, is_postgres, metadata, quote_identifier
 from gdx_pipeline.dictionary import TableSpec
 
 # From this many rows on (PostgreSQL), dropping the foreign keys and secondary indexes and
@@ -320,13 +320,19 @@ class StagedUpsert:
         table = data_tables[self.spec.name]
         bulk = is_bulk(self.conn, self.staged)
         key = quote_identifier(self.conn, self.spec.primary_key)
-        replaced = None
+        stage, target = self.stage.ref, self.stage.target
         if bulk:  # the table held alone
-            self.hires.subtract_stored(f"{self.stage.ref} AS s JOIN {self.stage.target} AS t ON t.{key} = s.{key}")
+            stored = f"SELECT t.datetime, t.department_id, t.job_id FROM {stage} AS s JOIN {target} AS t ON t.{key} = s.{key}"
+            self.hires.append_replacing(stored)
             drop_secondary_structures(self.conn, table)
-        else:  # by key: the stage has no statistics, and a join with it may scan the whole table
-            ids = [value for part in self._staged_ids for value in part.to_pylist()]
-            replaced = self.hires.subtract_replaced(self.stage.target, key, ids)
+            replaced = None
+        else:
+            # By key (the stage has no statistics, and a join with it may scan the whole table),
+            # locked in key order until the commit: a writer sharing the table's lock that
+            # replaces the same rows waits for this one, then reads what it wrote.
+            ids = array_text(value for part in self._staged_ids for value in part.to_pylist())
+            stored = f"SELECT datetime, department_id, job_id FROM {target} WHERE {key} = ANY(%s::bigint[]) ORDER BY {key} FOR UPDATE"
+            replaced = self.hires.append_replacing(stored, (ids,))
         # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
         # loads hold it alone.
         inserted, updated = self.conn.exec_driver_sql(

@@ -7,6 +7,8 @@ Engines and write transactions live in `engines` (re-exported here for older imp
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sqlalchemy as sa
 
 from gdx_pipeline.core.engines import (  # noqa: F401  (re-exported: older imports name them here)
@@ -217,8 +219,10 @@ METRIC_TABLES = (metric_quarterly_hires, metric_departments_above_mean)
 
 # What both metrics read: hires counted per UTC quarter, department and job, a few thousand rows
 # however many employees there are. Every writer of `hired_employees` keeps it in step in its
-# own transaction (`hire_rollup`); nothing else writes it, and it is never backed up (a restore
-# rebuilds it from the rows it puts back).
+# own transaction (`hire_rollup`): each appends its change to `hires_by_quarter_changes` below,
+# which the metrics add to the rollup and which is folded into it every few thousand cells.
+# Nothing else writes either, and neither is backed up (a restore rebuilds them from the rows it
+# puts back).
 hires_by_quarter = sa.Table(
     "hires_by_quarter",
     metadata,
@@ -231,13 +235,29 @@ hires_by_quarter = sa.Table(
         "hires",
         sa.Integer,
         nullable=False,
-        comment="Rows of hired_employees with this quarter, department and job (a row exists only while above 0).",
+        comment="Rows of hired_employees with this quarter, department and job, before the changes in hires_by_quarter_changes "
+        "(a row exists only while above 0).",
     ),
-    comment="Hires per UTC quarter, department and job: hired_employees counted, kept in step by every write to it.",
-    # PostgreSQL: every API batch updates ~1,000 of its rows; half-empty pages let each new row
-    # version stay on its page without a new index entry (a HOT update): a batch took 10-15 % less.
-    postgresql_with={"fillfactor": 50},
+    comment="Hires per UTC quarter, department and job (plus hires_by_quarter_changes): hired_employees counted, kept in step.",
 )
+
+# Writes' changes to `hires_by_quarter`, not yet folded into it: plain inserts that no two
+# writers contend for, where updating the rollup's cells in place made concurrent API batches
+# queue on the same rows (benchmarks/results/api.md). No key and no index: the table is only
+# read whole. What tells a write when to fold it (`hire_rollup`) is the number its cells got:
+# their rowid on SQLite, a sequence on PostgreSQL (an id column with an index cost a batch a
+# third of its appending).
+hires_by_quarter_changes = sa.Table(
+    "hires_by_quarter_changes",
+    metadata,
+    sa.Column("year", sa.Integer, nullable=False, comment="Hiring year (UTC)."),
+    sa.Column("quarter", sa.SmallInteger, nullable=False, comment="Quarter (UTC): 1 is January to March."),
+    sa.Column("department_id", sa.Integer, nullable=False, comment=_described("hired_employees", "department_id")),
+    sa.Column("job_id", sa.Integer, nullable=False, comment=_described("hired_employees", "job_id")),
+    sa.Column("hires", sa.Integer, nullable=False, comment="Hires one write added to the cell (negative: taken away)."),
+    comment="Changes of writes to hires_by_quarter, not yet folded into it; the metrics read both.",
+)
+hires_by_quarter_changes_cells = sa.Sequence("hires_by_quarter_changes_cells", metadata=metadata)
 
 
 def hire_quarter_sql(conn: sa.Connection, column: str) -> tuple[str, str]:
@@ -246,7 +266,7 @@ def hire_quarter_sql(conn: sa.Connection, column: str) -> tuple[str, str]:
     it as UTC text "YYYY-MM-DD HH:MM:SS.ffffff"."""
     if is_postgres(conn):
         utc = f"({column} AT TIME ZONE 'UTC')"
-        return f"CAST(extract(year FROM {utc}) AS integer)", f"CAST(extract(quarter FROM {utc}) AS integer)"
+        return f"CAST(date_part('year', {utc}) AS integer)", f"CAST(date_part('quarter', {utc}) AS integer)"
     return f"CAST(substr({column}, 1, 4) AS integer)", f"(CAST(substr({column}, 6, 2) AS integer) + 2) / 3"
 
 
@@ -256,11 +276,18 @@ def rebuild_hires_by_quarter(conn: sa.Connection) -> None:
     lock_table_for_writes(conn, TABLES["hired_employees"])
     lock_hire_rollup(conn)
     year, quarter = hire_quarter_sql(conn, "datetime")
+    conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter_changes.name}")
     conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
     conn.exec_driver_sql(
         f"INSERT INTO {hires_by_quarter.name} (year, quarter, department_id, job_id, hires) "
         f"SELECT {year}, {quarter}, department_id, job_id, count(*) FROM hired_employees GROUP BY 1, 2, 3, 4"
     )
+
+
+def array_text(values: Iterable[int]) -> str:
+    """PostgreSQL array text of integers (`{1,2,3}`): one string to send, where psycopg dumps a
+    list element by element in Python (a third of a 1,000-row API batch's own CPU time)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def quote_identifier(conn: sa.Connection, name: str) -> str:

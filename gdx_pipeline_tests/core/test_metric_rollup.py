@@ -5,17 +5,19 @@ employees between quarters, under concurrent batches, and in a warehouse made be
 
 from __future__ import annotations
 
+import random
 import tempfile
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gdx_pipeline.core import metrics, staged_writes
+from gdx_pipeline.core import hire_rollup, metrics, staged_writes
 from gdx_pipeline.core.backups import backup_table, restore_snapshot, restore_table, take as backup_take
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.folders import DataFolders
@@ -23,7 +25,7 @@ from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.reset import empty_warehouse
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.utc import as_utc
-from gdx_pipeline.core.warehouse import create_schema, data_tables, hires_by_quarter
+from gdx_pipeline.core.warehouse import create_schema, data_tables, hires_by_quarter, hires_by_quarter_changes
 from gdx_pipeline.dictionary import table_spec
 
 EMPLOYEES = table_spec("hired_employees")
@@ -39,10 +41,22 @@ def counted_in_python(engine: sa.Engine) -> dict[tuple[int, int, int, int], int]
 
 
 def stored_rollup(engine: sa.Engine) -> dict[tuple[int, int, int, int], int]:
-    table = hires_by_quarter
+    """The rollup's cells plus the changes not folded into them yet, cells at 0 left out; checks on the way that
+    no stored cell of the rollup is 0 or below."""
+    stored: Counter = Counter()
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(table.c.year, table.c.quarter, table.c.department_id, table.c.job_id, table.c.hires)).all()
-    return {(year, quarter, department, job): hires for year, quarter, department, job, hires in rows}
+        for table in (hires_by_quarter, hires_by_quarter_changes):
+            rows = conn.execute(sa.select(table.c.year, table.c.quarter, table.c.department_id, table.c.job_id, table.c.hires)).all()
+            if table is hires_by_quarter:
+                assert all(hires > 0 for *_, hires in rows)
+            for year, quarter, department, job, hires in rows:
+                stored[(year, quarter, department, job)] += hires
+    return {cell: hires for cell, hires in stored.items() if hires}
+
+
+def pending_changes(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(hires_by_quarter_changes)).scalar_one()
 
 
 def assert_rollup_exact(engine: sa.Engine, years: range | list[int] = YEARS) -> None:
@@ -108,6 +122,7 @@ EXAMPLES = 20
 def test_random_writes_keep_the_rollup_exact(engine, monkeypatch):
     monkeypatch.setattr(staged_writes, "BULK_ROWS", 8)  # bulk paths on PostgreSQL, from 8 rows
     monkeypatch.setattr(staged_writes, "SQLITE_STAGING_ROWS", 6)  # SQLite's staged upsert, from 6 rows
+    monkeypatch.setattr(hire_rollup, "FOLD_CELLS", 4)  # changes folded into the rollup every few writes, between them pending
 
     @given(operations=st.lists(_operation, min_size=3, max_size=8))
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
@@ -144,8 +159,10 @@ QUARTER_INSTANTS = [datetime(2021, month, 15, tzinfo=UTC).isoformat() for month 
 
 
 @pytest.fixture
-def seeded_postgres(postgres_url):
-    """A PostgreSQL warehouse with 3 departments and 3 jobs: where API batches run side by side."""
+def seeded_postgres(postgres_url, monkeypatch):
+    """A PostgreSQL warehouse with 3 departments and 3 jobs: where API batches run side by side,
+    folding their changes into the rollup every few batches, while others append theirs."""
+    monkeypatch.setattr(hire_rollup, "FOLD_CELLS", 10)
     from gdx_pipeline.core.warehouse import create_warehouse_engine
 
     engine = create_warehouse_engine(postgres_url)
@@ -215,6 +232,45 @@ def test_concurrent_batches_inserting_the_same_new_employees(seeded_postgres):
     write_concurrently(seeded_postgres, 4, racing, barrier=start)
     assert sum(stored_rollup(seeded_postgres).values()) == 12 * 20
     assert_rollup_exact(seeded_postgres, [2021])
+
+
+def test_changes_are_folded_into_the_rollup_as_they_pass_each_multiple_of_fold_cells(engine, monkeypatch):
+    """Every batch appends its cells; the one whose cells pass a multiple of FOLD_CELLS moves every
+    change into the rollup, so the metrics never read more than about FOLD_CELLS of them."""
+    monkeypatch.setattr(hire_rollup, "FOLD_CELLS", 10)
+    seed(engine)
+    pending = []
+    for n in range(12):  # 4 cells a batch: one hire in each quarter of 2021
+        rows = [{"id": n * 4 + q + 1, "name": f"P{q}", "datetime": QUARTER_INSTANTS[q], "department_id": 1, "job_id": 1} for q in range(4)]
+        apply_batch(engine, EMPLOYEES, block_from_mappings(EMPLOYEES, rows), request_id=str(n))
+        pending.append(pending_changes(engine))
+        assert_rollup_exact(engine, [2021])
+    # 48 cells appended, 4 at a time: the batch that takes the ids past 10, 20, ... folds them all
+    assert pending[:3] == [4, 8, 0]
+    assert max(pending) < 10 + 4 and pending.count(0) >= 3
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.sum(hires_by_quarter.c.hires))).scalar_one() == 48 - pending[-1]
+
+
+@pytest.mark.parametrize("largest_id", [1_000, 2**25 - 1, 2**25, 2**31 - 1])
+def test_count_hires_against_a_count_in_python(largest_id):
+    """Random hires counted by cell as Python's Counter counts them, whether the ids fit the packed
+    key (under 2**25) or take Arrow's grouping."""
+    rng = random.Random(largest_id)
+    instants = [datetime(2019, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(5 * 365 * 86_400)) for _ in range(3_000)]
+    ids = [rng.choice([1, 2, largest_id, rng.randint(1, largest_id)]) for _ in range(2 * len(instants))]
+    rows = pa.table(
+        {
+            "datetime": pa.array(instants, pa.timestamp("us", tz="UTC")),
+            "department_id": pa.array(ids[::2], pa.int32()),
+            "job_id": pa.array(ids[1::2], pa.int32()),
+        }
+    )
+    counted = hire_rollup.count_hires(rows).to_pylist()
+    cells = {(c["year"], c["quarter"], c["department_id"], c["job_id"]): c["hires"] for c in counted}
+    assert len(cells) == len(counted)
+    expected = Counter((when.year, (when.month - 1) // 3 + 1, d, j) for when, d, j in zip(instants, ids[::2], ids[1::2]))
+    assert cells == dict(expected)
 
 
 def test_reset_empties_the_rollup(engine, globant_landing):
