@@ -42,5 +42,6 @@ def known_keys(conn: sa.Connection, spec: TableSpec, *, among: pa.Table | None =
 def _among(conn: sa.Connection, column: sa.ColumnElement, ids: list[int]) -> sa.ColumnElement[bool]:
     """`column` is one of `ids`, with the ids bound as one parameter."""
     if is_postgres(conn):
-        return column == sa.any_(sa.cast(sa.bindparam(None, array_text(ids), sa.String), ARRAY(sa.BigInteger)))
+        # A set to join, not `= ANY(array)`: that tests every row against the whole array.
+        return column.in_(sa.select(sa.func.unnest(sa.cast(sa.bindparam(None, array_text(ids), sa.String), ARRAY(sa.Integer)))))
     return column.in_(sa.select(sa.literal_column("value")).select_from(sa.func.json_each(sa.bindparam(None, json.dumps(ids), sa.String))))
