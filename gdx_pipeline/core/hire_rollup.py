@@ -54,8 +54,8 @@ COUNTED_TABLE = "hired_employees"
 KEY = ("year", "quarter", "department_id", "job_id")
 # Counted parts are summed into one once there are this many (a big file has many blocks).
 _FOLD_PARTS = 32
-# Appended changes are folded into the rollup each time their ids pass a multiple of this: the
-# metrics read about this many rows of changes at most, beside the rollup's (a few ms).
+# Appended changes are folded into the rollup each time their numbers pass a multiple of this: the
+# metrics read about this many rows of changes at most, beside the rollup's.
 FOLD_CELLS = 20_000
 # PostgreSQL: the first and last number the rows of a CTE `appended` take from a sequence (SQLite
 # numbers them itself: rowid, from 1 again once the table is emptied).

@@ -220,7 +220,7 @@ METRIC_TABLES = (metric_quarterly_hires, metric_departments_above_mean)
 # What both metrics read: hires counted per UTC quarter, department and job, a few thousand rows
 # however many employees there are. Every writer of `hired_employees` keeps it in step in its
 # own transaction (`hire_rollup`): each appends its change to `hires_by_quarter_changes` below,
-# which the metrics add to the rollup and which is folded into it every few thousand cells.
+# which the metrics add to the rollup and which is folded into it every 20,000 cells.
 # Nothing else writes either, and neither is backed up (a restore rebuilds them from the rows it
 # puts back).
 hires_by_quarter = sa.Table(
