@@ -1,9 +1,9 @@
 """The two hiring metrics the stakeholders asked for, computed in the database for one year.
 
 They read `hires_by_quarter`, the rollup every writer of `hired_employees` keeps in step in its
-own transaction (`hire_rollup`), plus the changes small writes appended to it and no one has
-folded in yet (`hires_by_quarter_changes`): tens of thousands of rows at most however many employees, and
-never stale.
+own transaction (`hire_rollup`), plus the changes writes appended to it and no one has
+folded in yet (`hires_by_quarter_changes`): tens of thousands of rows at most however many
+employees, and never stale.
 The same metrics computed from `hired_employees` itself (`full_scan=True`, and the query
 builders by default) are the oracle the tests and the benchmark hold the rollup to.
 
