@@ -2,29 +2,29 @@
 
 A write changes the rollup by what it adds minus what it replaces: the rows it writes are
 counted as they go by (in the writer's process, `count_hires`), the rows they replace are
-counted in the database before they are overwritten, and the difference is appended once,
-before the commit, to `hires_by_quarter_changes`: on SQLite by `subtract_stored` then `apply`,
-on PostgreSQL's staged upserts in one statement (`append_replacing`). A row written unchanged
-adds one and takes one away; a row moved to another quarter, department or job moves its count.
-A write that empties the table first (a restore) clears both tables instead.
+counted in the database before they are overwritten (`subtract_stored`), and the difference is
+appended once, before the commit, to `hires_by_quarter_changes` (`apply`). A row written
+unchanged adds one and takes one away; a row moved to another quarter, department or job moves
+its count. A write that empties the table first (a restore) clears both tables instead.
 
-The metrics read the rollup plus the changes not yet folded into it. Appending is plain inserts
-that no two writers contend for; the write whose cells take the changes' numbering past a
-multiple of `FOLD_CELLS` also folds every change it can see into the rollup
-(`fold_hire_changes`), so the metrics never read more than about that many of them. An earlier
-design had every API batch update the rollup's cells in place: ~1,000 of them per batch, the
-same ones for every batch of the same months, so concurrent batches queued on their row locks
-and each paid an upsert per cell (benchmarks/results/api.md).
+The metrics read the rollup plus the changes not yet folded into it. Appending takes no lock
+another writer waits for; a write that leaves `FOLD_CELLS` changed cells or more unfolded also
+moves every change it can see into the rollup (`fold_hire_changes`), so the metrics never read
+many of them. On PostgreSQL a write's change is one row of arrays, so a fold deletes a row per
+write, not one per cell. An earlier design had every API batch update the rollup's cells in
+place: ~1,000 of them per batch, the same ones for every batch of the same months, so
+concurrent batches queued on their row locks and each paid an upsert per cell
+(benchmarks/results/api.md).
 
 PostgreSQL: API batches of `hired_employees` run side by side under a shared writer lock. Each
 reads the rows it replaces with `FOR UPDATE`, in key order, so a batch that moves the same rows
 waits for the first one's commit and then reads what it wrote. A batch whose upsert meets an id
 another batch inserted after that read could not count what it replaced, and is tried again
 (`ConcurrentInsert`). Folds take turns under the rollup's advisory lock, which a batch only
-tries (one that finds it taken leaves the fold to a later write); a fold moves the changes
-committed before it and those of its own write, and the sum stays exact because every change
-is either moved whole or left whole. Writers that hold the table alone (files, restores, reset)
-race with none of that. SQLite's writers already take turns."""
+tries (one that finds it taken leaves the fold to a later write); a fold deletes and sums, in
+one statement, the changes committed before it and those of its own write, so every change is
+moved whole or left whole while others keep appending. Writers that hold the table alone
+(files, restores, reset) race with none of that. SQLite's writers already take turns."""
 
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ from gdx_pipeline.core.warehouse import (
     hire_quarter_sql,
     hires_by_quarter,
     hires_by_quarter_changes,
-    hires_by_quarter_changes_cells,
     is_postgres,
 )
 from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL
@@ -54,14 +53,9 @@ COUNTED_TABLE = "hired_employees"
 KEY = ("year", "quarter", "department_id", "job_id")
 # Counted parts are summed into one once there are this many (a big file has many blocks).
 _FOLD_PARTS = 32
-# Appended changes are folded into the rollup each time their numbers pass a multiple of this: the
-# metrics read about this many rows of changes at most, beside the rollup's.
+# A write that leaves this many changed cells or more not folded folds them: the metrics read
+# fewer than this many beside the rollup's, plus a write's.
 FOLD_CELLS = 20_000
-# PostgreSQL: the first and last number the rows of a CTE `appended` take from a sequence (SQLite
-# numbers them itself: rowid, from 1 again once the table is emptied).
-_UNNESTED = "SELECT * FROM unnest(%s::integer[], %s::smallint[], %s::integer[], %s::integer[], %s::integer[])"
-_NUMBERED = f"min(n), max(n) FROM (SELECT nextval('{hires_by_quarter_changes_cells.name}') AS n FROM appended) AS numbered"
-
 Part = TypeVar("Part", pa.Table, pa.RecordBatch)
 
 
@@ -149,30 +143,11 @@ class HireRollupChange:
             self.add(part)
             yield part
 
-    def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> None:
+    def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> int | None:
         """Rows this write is about to replace: `rows_sql` is the FROM clause that selects them from
-        `hired_employees` under the alias `t` (joins, WHERE), read before they are overwritten."""
-        self._subtract(rows_sql, parameters)
-
-    def append_replacing(self, replaced: str, parameters: tuple = ()) -> int | None:
-        """PostgreSQL: append this write's change in one statement, the rows gathered so far
-        (`add`) and the stored rows they replace, which `replaced` selects (their datetime,
-        department_id and job_id from `hired_employees`, with any row locks the writer needs) and
-        the database counts where they lie. Returns how many rows they replace (None where nothing
-        is counted). Call it before the write overwrites them, after its last `add`."""
-        year, quarter = hire_quarter_sql(self.conn, "t.datetime")
-        columns = self._gathered_columns()
-        replaced_rows, first, last = self.conn.exec_driver_sql(
-            f"WITH replaced AS ({replaced}), appended AS ("
-            f"INSERT INTO {hires_by_quarter_changes.name} (year, quarter, department_id, job_id, hires) "
-            f"SELECT {year}, {quarter}, t.department_id, t.job_id, -count(*) FROM replaced AS t GROUP BY 1, 2, 3, 4 "
-            f"UNION ALL {_UNNESTED} RETURNING 1) "
-            f"SELECT (SELECT count(*) FROM replaced), {_NUMBERED}",
-            (*parameters, *(array_text(column) for column in columns)),
-        ).one()
-        if first is not None:
-            self._fold_if_passed(first, last)
-        return replaced_rows
+        `hired_employees` under the alias `t` (joins, WHERE, a subquery with row locks), read before
+        they are overwritten. Returns how many there were (None where nothing is counted)."""
+        return self._subtract(rows_sql, parameters)
 
     def _subtract(self, rows_sql: str, parameters: tuple) -> int:
         """Count the rows `rows_sql` selects (alias `t`) by cell and keep them as a negative part;
@@ -194,40 +169,33 @@ class HireRollupChange:
         self.conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
 
     def apply(self) -> None:
-        """Append the gathered difference to `hires_by_quarter_changes`; fold the changes into the
-        rollup when this write takes them past a multiple of `FOLD_CELLS`."""
-        columns = self._gathered_columns()
-        if not columns[0]:
+        """Append the gathered difference to `hires_by_quarter_changes` (PostgreSQL: one row of
+        arrays, SQLite: a row per cell); fold the changes into the rollup if that leaves
+        `FOLD_CELLS` or more of them."""
+        if not self._parts:
             return
+        delta = _summed(self._parts)
+        self._parts = []
+        delta = delta.filter(pc.not_equal(delta.column("hires"), 0))
+        if delta.num_rows == 0:
+            return
+        columns = [delta.column(name).to_pylist() for name in (*KEY, "hires")]
         table = hires_by_quarter_changes.name
         if is_postgres(self.conn):
-            first, last = self.conn.exec_driver_sql(
-                f"WITH appended AS (INSERT INTO {table} (year, quarter, department_id, job_id, hires) {_UNNESTED} RETURNING 1) "
-                f"SELECT {_NUMBERED}",
+            pending = self.conn.exec_driver_sql(
+                f"WITH appended AS (INSERT INTO {table} (year, quarter, department_id, job_id, hires) "
+                "VALUES (%s::integer[], %s::smallint[], %s::integer[], %s::integer[], %s::integer[]) "
+                "RETURNING cardinality(hires) AS cells) "
+                f"SELECT (SELECT cells FROM appended) + (SELECT coalesce(sum(cardinality(hires)), 0) FROM {table})",
                 tuple(array_text(column) for column in columns),
-            ).one()
+            ).scalar_one()
         else:
             self.conn.exec_driver_sql(
                 f"INSERT INTO main.{table} (year, quarter, department_id, job_id, hires) VALUES (?, ?, ?, ?, ?)", list(zip(*columns))
             )
-            last = self.conn.exec_driver_sql(f"SELECT max(rowid) FROM main.{table}").scalar_one()
-            first = last - len(columns[0]) + 1
-        self._fold_if_passed(first, last)
-
-    def _gathered_columns(self) -> list[list[int]]:
-        """The cells gathered so far (year, quarter, department_id, job_id, hires; cells that net
-        to 0 left out), as lists; forgets them."""
-        if not self._parts:
-            return [[] for _ in (*KEY, "hires")]
-        delta = _summed(self._parts)
-        self._parts = []
-        delta = delta.filter(pc.not_equal(delta.column("hires"), 0))
-        return [delta.column(name).to_pylist() for name in (*KEY, "hires")]
-
-    def _fold_if_passed(self, first: int, last: int) -> None:
-        """Fold the changes if this write's cells, numbered `first` to `last`, passed a multiple of
-        `FOLD_CELLS` (and no other write is folding them)."""
-        if last // FOLD_CELLS > (first - 1) // FOLD_CELLS and try_lock_hire_rollup(self.conn):
+            # Only folds delete, all at once: rowids count from 1 again after each.
+            pending = self.conn.exec_driver_sql(f"SELECT max(rowid) FROM main.{table}").scalar_one()
+        if pending >= FOLD_CELLS and try_lock_hire_rollup(self.conn):
             fold_hire_changes(self.conn)
 
 
@@ -240,8 +208,10 @@ def fold_hire_changes(conn: sa.Connection) -> None:
     update = f"ON CONFLICT ({cells}) DO UPDATE SET hires = {rollup}.hires + excluded.hires"
     if is_postgres(conn):
         conn.exec_driver_sql(
-            f"WITH moved AS (DELETE FROM {changes} RETURNING {cells}, hires) "
-            f"INSERT INTO {rollup} ({cells}, hires) SELECT {cells}, sum(hires) FROM moved "
+            f"WITH moved AS (DELETE FROM {changes} RETURNING {cells}, hires), "
+            f"cell AS (SELECT cell.* FROM moved, unnest(moved.year, moved.quarter, moved.department_id, moved.job_id, moved.hires) "
+            f"AS cell({cells}, hires)) "
+            f"INSERT INTO {rollup} ({cells}, hires) SELECT {cells}, sum(hires) FROM cell "
             f"GROUP BY {cells} HAVING sum(hires) <> 0 ORDER BY {cells} {update}"
         )
     else:
@@ -268,11 +238,9 @@ class _Unchanged(HireRollupChange):
     def counting(self, parts: Iterable[Part]) -> Iterator[Part]:
         return iter(parts)
 
-    def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> None:
-        pass
-
-    def append_replacing(self, replaced: str, parameters: tuple = ()) -> int | None:
+    def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> int | None:
         return None
+
 
     def clear(self) -> None:
         pass

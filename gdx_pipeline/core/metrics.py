@@ -108,18 +108,28 @@ def _by_codepoint(column: sa.ColumnElement, postgres: bool) -> sa.ColumnElement:
     return column.collate("C") if postgres else column
 
 
-def _counted_hires(year: int | None = None) -> sa.Subquery:
+_CELL = ("year", "quarter", "department_id", "job_id", "hires")
+
+
+def _counted_hires(postgres: bool, year: int | None = None) -> sa.Subquery:
     """The rollup's cells (of `year`, if given) and the changes not yet folded into them
-    (`hire_rollup`): a cell's hires are the sum of its rows here."""
-    parts = []
-    for table in (hires_by_quarter, hires_by_quarter_changes):
-        part = sa.select(table.c.year, table.c.quarter, table.c.department_id, table.c.job_id, table.c.hires)
-        parts.append(part if year is None else part.where(table.c.year == year))
-    return sa.union_all(*parts).subquery("counted_hires")
+    (`hire_rollup`; on PostgreSQL each change row holds a write's cells as arrays): a cell's
+    hires are the sum of its rows here."""
+    rollup, changes = hires_by_quarter, hires_by_quarter_changes
+    stored = sa.select(*(rollup.c[name] for name in _CELL))
+    if postgres:
+        cell = sa.func.unnest(*(changes.c[name] for name in _CELL)).table_valued(*_CELL).render_derived(name="cell")
+        pending = sa.select(*(cell.c[name] for name in _CELL)).select_from(changes).join(cell, sa.true())
+    else:
+        cell = changes
+        pending = sa.select(*(changes.c[name] for name in _CELL))
+    if year is not None:
+        stored, pending = stored.where(rollup.c.year == year), pending.where(cell.c.year == year)
+    return sa.union_all(stored, pending).subquery("counted_hires")
 
 
-def _quarter_counts_from_rollup(year: int) -> sa.Select:
-    counted = _counted_hires(year)
+def _quarter_counts_from_rollup(year: int, postgres: bool) -> sa.Select:
+    counted = _counted_hires(postgres, year)
     return (
         sa.select(
             counted.c.department_id,
@@ -137,7 +147,7 @@ def _quarter_counts_from_rollup(year: int) -> sa.Select:
 def quarterly_hires_query(year: int, postgres: bool, *, rollup: bool = False) -> sa.Select:
     """Hires per (department, job) per quarter: aggregated on the ids first (from `hired_employees`,
     or from `hires_by_quarter` with `rollup`), then named."""
-    counts = (_quarter_counts_from_rollup(year) if rollup else _quarter_counts_from_rows(year, postgres)).cte("quarter_counts")
+    counts = (_quarter_counts_from_rollup(year, postgres) if rollup else _quarter_counts_from_rows(year, postgres)).cte("quarter_counts")
     return (
         sa.select(
             counts.c.department_id,
@@ -178,7 +188,7 @@ def _quarter_counts_from_rows(year: int, postgres: bool) -> sa.Select:
 
 def _hires_per_department_id(year: int, postgres: bool, *, rollup: bool = False) -> sa.Select:
     if rollup:
-        counted = _counted_hires(year)
+        counted = _counted_hires(postgres, year)
         hired = sa.func.sum(counted.c.hires)
         return sa.select(counted.c.department_id, hired.label("hired")).group_by(counted.c.department_id).having(hired > 0)
     department_id = _read_from_rows(_hired.c.department_id, postgres)
@@ -292,7 +302,7 @@ def years_with_hires(engine: sa.Engine, *, full_scan: bool = False) -> dict[int,
     """
     with engine.connect() as conn:
         if not full_scan:
-            counted = _counted_hires()
+            counted = _counted_hires(is_postgres(conn))
             hires = sa.func.sum(counted.c.hires)
             counts = sa.select(counted.c.year, hires).group_by(counted.c.year).having(hires > 0).order_by(counted.c.year)
             return {int(year): int(count) for year, count in conn.execute(counts)}

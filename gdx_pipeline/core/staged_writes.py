@@ -322,8 +322,7 @@ class StagedUpsert:
         key = quote_identifier(self.conn, self.spec.primary_key)
         stage, target = self.stage.ref, self.stage.target
         if bulk:  # the table held alone
-            stored = f"SELECT t.datetime, t.department_id, t.job_id FROM {stage} AS s JOIN {target} AS t ON t.{key} = s.{key}"
-            self.hires.append_replacing(stored)
+            self.hires.subtract_stored(f"{stage} AS s JOIN {target} AS t ON t.{key} = s.{key}")
             drop_secondary_structures(self.conn, table)
             replaced = None
         else:
@@ -331,8 +330,10 @@ class StagedUpsert:
             # locked in key order until the commit: a writer sharing the table's lock that
             # replaces the same rows waits for this one, then reads what it wrote.
             ids = array_text(value for part in self._staged_ids for value in part.to_pylist())
-            stored = f"SELECT datetime, department_id, job_id FROM {target} WHERE {key} = ANY(%s::bigint[]) ORDER BY {key} FOR UPDATE"
-            replaced = self.hires.append_replacing(stored, (ids,))
+            replaced = self.hires.subtract_stored(
+                f"(SELECT datetime, department_id, job_id FROM {target} WHERE {key} = ANY(%s::bigint[]) ORDER BY {key} FOR UPDATE) AS t",
+                (ids,),
+            )
         # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
         # loads hold it alone.
         inserted, updated = self.conn.exec_driver_sql(
