@@ -51,6 +51,7 @@ from gdx_pipeline.dictionary import HIRED_FROM, HIRED_UNTIL
 # The table whose rows the rollup counts.
 COUNTED_TABLE = "hired_employees"
 KEY = ("year", "quarter", "department_id", "job_id")
+_KEY_SQL = ", ".join(KEY)  # both tables' key columns, as SQL
 # Counted parts are summed into one once there are this many (a big file has many blocks).
 _FOLD_PARTS = 32
 # A write that leaves this many changed cells or more not folded folds them: the metrics read
@@ -69,6 +70,11 @@ def _quarter_of_day() -> tuple[int, np.ndarray]:
     return first, ((months // 12 + 1970) * 4 + months % 12 // 3).astype(np.int64)
 
 
+# Ids below this share one int64 in `count_hires`: the quarter number (under 2**14) above bit 50,
+# the department id above bit 25, the job id below.
+_PACKED_ID_LIMIT = 1 << 25
+
+
 def count_hires(rows: pa.Table | pa.RecordBatch) -> pa.Table:
     """Rows (with datetime, department_id, job_id) as (year, quarter, department_id, job_id, hires).
 
@@ -84,9 +90,6 @@ def count_hires(rows: pa.Table | pa.RecordBatch) -> pa.Table:
         return _count_hires_grouped(quarters, departments, jobs)
     packed, hires = np.unique((quarters << 50) | (departments << 25) | jobs, return_counts=True)
     return _cells(packed >> 50, (packed >> 25) & (_PACKED_ID_LIMIT - 1), packed & (_PACKED_ID_LIMIT - 1), hires)
-
-
-_PACKED_ID_LIMIT = 1 << 25
 
 
 def _count_hires_grouped(quarters: np.ndarray, departments: np.ndarray, jobs: np.ndarray) -> pa.Table:
@@ -146,12 +149,8 @@ class HireRollupChange:
     def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> int | None:
         """Rows this write is about to replace: `rows_sql` is the FROM clause that selects them from
         `hired_employees` under the alias `t` (joins, WHERE, a subquery with row locks), read before
-        they are overwritten. Returns how many there were (None where nothing is counted)."""
-        return self._subtract(rows_sql, parameters)
-
-    def _subtract(self, rows_sql: str, parameters: tuple) -> int:
-        """Count the rows `rows_sql` selects (alias `t`) by cell and keep them as a negative part;
-        returns how many rows there were."""
+        they are overwritten, counted by cell and kept as a negative part. Returns how many there
+        were (None where nothing is counted)."""
         year, quarter = hire_quarter_sql(self.conn, "t.datetime")
         stored = self.conn.exec_driver_sql(
             f"SELECT {year}, {quarter}, t.department_id, t.job_id, count(*) FROM {rows_sql} GROUP BY 1, 2, 3, 4", parameters
@@ -183,16 +182,14 @@ class HireRollupChange:
         table = hires_by_quarter_changes.name
         if is_postgres(self.conn):
             pending = self.conn.exec_driver_sql(
-                f"WITH appended AS (INSERT INTO {table} (year, quarter, department_id, job_id, hires) "
+                f"WITH appended AS (INSERT INTO {table} ({_KEY_SQL}, hires) "
                 "VALUES (%s::integer[], %s::smallint[], %s::integer[], %s::integer[], %s::integer[]) "
                 "RETURNING cardinality(hires) AS cells) "
                 f"SELECT (SELECT cells FROM appended) + (SELECT coalesce(sum(cardinality(hires)), 0) FROM {table})",
                 tuple(array_text(column) for column in columns),
             ).scalar_one()
         else:
-            self.conn.exec_driver_sql(
-                f"INSERT INTO main.{table} (year, quarter, department_id, job_id, hires) VALUES (?, ?, ?, ?, ?)", list(zip(*columns))
-            )
+            self.conn.exec_driver_sql(f"INSERT INTO main.{table} ({_KEY_SQL}, hires) VALUES (?, ?, ?, ?, ?)", list(zip(*columns)))
             # Only folds delete, all at once: rowids count from 1 again after each.
             pending = self.conn.exec_driver_sql(f"SELECT max(rowid) FROM main.{table}").scalar_one()
         if pending >= FOLD_CELLS and try_lock_hire_rollup(self.conn):
@@ -204,20 +201,20 @@ def fold_hire_changes(conn: sa.Connection) -> None:
     `hires_by_quarter`; cells that reach 0 go. The caller holds the rollup's lock: on PostgreSQL
     the changes deleted are exactly those added, even while other writers append more."""
     rollup, changes = hires_by_quarter.name, hires_by_quarter_changes.name
-    cells = "year, quarter, department_id, job_id"
-    update = f"ON CONFLICT ({cells}) DO UPDATE SET hires = {rollup}.hires + excluded.hires"
+    update = f"ON CONFLICT ({_KEY_SQL}) DO UPDATE SET hires = {rollup}.hires + excluded.hires"
     if is_postgres(conn):
+        arrays = ", ".join(f"moved.{name}" for name in (*KEY, "hires"))
         conn.exec_driver_sql(
-            f"WITH moved AS (DELETE FROM {changes} RETURNING {cells}, hires), "
-            f"cell AS (SELECT cell.* FROM moved, unnest(moved.year, moved.quarter, moved.department_id, moved.job_id, moved.hires) "
-            f"AS cell({cells}, hires)) "
-            f"INSERT INTO {rollup} ({cells}, hires) SELECT {cells}, sum(hires) FROM cell "
-            f"GROUP BY {cells} HAVING sum(hires) <> 0 ORDER BY {cells} {update}"
+            f"WITH moved AS (DELETE FROM {changes} RETURNING {_KEY_SQL}, hires), "
+            f"cell AS (SELECT cell.* FROM moved, unnest({arrays}) "
+            f"AS cell({_KEY_SQL}, hires)) "
+            f"INSERT INTO {rollup} ({_KEY_SQL}, hires) SELECT {_KEY_SQL}, sum(hires) FROM cell "
+            f"GROUP BY {_KEY_SQL} HAVING sum(hires) <> 0 ORDER BY {_KEY_SQL} {update}"
         )
     else:
         conn.exec_driver_sql(
-            f"INSERT INTO main.{rollup} ({cells}, hires) SELECT {cells}, sum(hires) FROM main.{changes} WHERE true "
-            f"GROUP BY {cells} HAVING sum(hires) <> 0 {update}"
+            f"INSERT INTO main.{rollup} ({_KEY_SQL}, hires) SELECT {_KEY_SQL}, sum(hires) FROM main.{changes} WHERE true "
+            f"GROUP BY {_KEY_SQL} HAVING sum(hires) <> 0 {update}"
         )
         conn.exec_driver_sql(f"DELETE FROM main.{changes}")
     conn.exec_driver_sql(f"DELETE FROM {rollup} WHERE hires <= 0")
@@ -240,7 +237,6 @@ class _Unchanged(HireRollupChange):
 
     def subtract_stored(self, rows_sql: str, parameters: tuple = ()) -> int | None:
         return None
-
 
     def clear(self) -> None:
         pass

@@ -108,7 +108,7 @@ def _by_codepoint(column: sa.ColumnElement, postgres: bool) -> sa.ColumnElement:
     return column.collate("C") if postgres else column
 
 
-_CELL = ("year", "quarter", "department_id", "job_id", "hires")
+_CELL = tuple(hires_by_quarter_changes.c.keys())  # year, quarter, department_id, job_id, hires
 
 
 def _counted_hires(postgres: bool, year: int | None = None) -> sa.Subquery:

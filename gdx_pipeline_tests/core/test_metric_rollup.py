@@ -239,7 +239,7 @@ def test_concurrent_batches_inserting_the_same_new_employees(seeded_postgres):
     assert_rollup_exact(seeded_postgres, [2021])
 
 
-def test_changes_are_folded_into_the_rollup_as_they_pass_each_multiple_of_fold_cells(engine, monkeypatch):
+def test_a_write_that_leaves_fold_cells_or_more_unfolded_folds_every_change(engine, monkeypatch):
     """Every batch appends its cells; one that leaves FOLD_CELLS or more unfolded moves every change
     into the rollup, so the metrics never read more than FOLD_CELLS of them plus a write's."""
     monkeypatch.setattr(hire_rollup, "FOLD_CELLS", 10)
