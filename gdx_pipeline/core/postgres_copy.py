@@ -72,22 +72,31 @@ def naive_utc_column(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.Chunke
     return column.cast(pa.timestamp("us")) if pa.types.is_timestamp(column.type) else column
 
 
-def copy_rows(conn: sa.Connection, target: str, columns: Sequence[str], parts: Iterable[Rows], *, table: sa.Table | None = None) -> None:
+def copy_statement(conn: sa.Connection, target: str, columns: Sequence[str], *, binary: bool, freeze: bool = False) -> str:
+    """`COPY target (columns) FROM STDIN`, binary or CSV; `freeze`: the rows written frozen, which
+    PostgreSQL allows only into a table created or truncated in the same (sub)transaction."""
+    columns_sql = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
+    options = ("FORMAT binary" if binary else "FORMAT csv") + (", FREEZE" if freeze else "")
+    return f"COPY {target} ({columns_sql}) FROM STDIN ({options})"
+
+
+def copy_rows(
+    conn: sa.Connection, target: str, columns: Sequence[str], parts: Iterable[Rows], *, table: sa.Table | None = None, freeze: bool = False
+) -> None:
     """Append rows (their columns in `columns` order) to `target`, a quoted name, with one COPY:
     binary when `table`'s column types allow (see `binary_schema`), else CSV text, for which the
-    session's time zone must be UTC."""
-    columns_sql = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
+    session's time zone must be UTC. `freeze`: see `copy_statement`."""
     schema = binary_schema(table, columns)
     raw = conn.connection.driver_connection
     if schema is None:
-        with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT csv)") as copy:
+        with raw.cursor() as cursor, cursor.copy(copy_statement(conn, target, columns, binary=False, freeze=freeze)) as copy:
             for part in parts:
                 buffer = io.BytesIO()
                 pacsv.write_csv(naive_utc(part), buffer, pacsv.WriteOptions(include_header=False))
                 copy.write(buffer.getbuffer())
         return
     encoder = pgpq.ArrowToPostgresBinaryEncoder(schema)
-    with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT binary)") as copy:
+    with raw.cursor() as cursor, cursor.copy(copy_statement(conn, target, columns, binary=True, freeze=freeze)) as copy:
         copy.write(encoder.write_header())
         for part in parts:
             typed = _cast(part, schema)
@@ -110,9 +119,9 @@ def binary_payload(table: sa.Table, columns: Sequence[str], rows: Rows) -> bytes
     return b"".join(parts)
 
 
-def copy_payload(conn: sa.Connection, target: str, columns: Sequence[str], payload: bytes) -> None:
-    """Send a payload made by `binary_payload` as one binary COPY into `target` (a quoted name)."""
-    columns_sql = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
-    statement = f"COPY {target} ({columns_sql}) FROM STDIN (FORMAT binary)"
+def copy_payload(conn: sa.Connection, target: str, columns: Sequence[str], payload: bytes, *, freeze: bool = False) -> None:
+    """Send a payload made by `binary_payload` as one binary COPY into `target` (a quoted name).
+    `freeze`: see `copy_statement`."""
+    statement = copy_statement(conn, target, columns, binary=True, freeze=freeze)
     with conn.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
         copy.write(payload)

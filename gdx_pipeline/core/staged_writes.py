@@ -83,14 +83,21 @@ def is_bulk(conn: sa.Connection, rows: int) -> bool:
 
 
 def insert_rows(
-    conn: sa.Connection, target: str, columns: Sequence[str], parts: Iterable[pa.Table | pa.RecordBatch], *, table: str | None = None
+    conn: sa.Connection,
+    target: str,
+    columns: Sequence[str],
+    parts: Iterable[pa.Table | pa.RecordBatch],
+    *,
+    table: str | None = None,
+    freeze: bool = False,
 ) -> None:
     """Append rows to `target` (a quoted, qualified name) shaped like the warehouse's `table`: one
     COPY on PostgreSQL (binary where the columns allow, `postgres_copy`; else CSV, for which the
-    session's time zone must be UTC: `Stage.create`, `EmptyTableLoad`), `executemany` on SQLite."""
+    session's time zone must be UTC: `Stage.create`, `EmptyTableLoad`; `freeze`: written frozen,
+    see `EmptyTableLoad`), `executemany` on SQLite."""
     columns_sql = columns_list(conn, columns)
     if is_postgres(conn):
-        copy_rows(conn, target, columns, parts, table=metadata.tables.get(table) if table else None)
+        copy_rows(conn, target, columns, parts, table=metadata.tables.get(table) if table else None, freeze=freeze)
         return
     statement = f"INSERT INTO {target} ({columns_sql}) VALUES ({', '.join('?' for _ in columns)})"
     cursor = conn.connection.driver_connection.cursor()  # takes rows as they are made (`sqlite_rows`)
@@ -191,28 +198,50 @@ class EmptyTableLoad:
     A bulk load goes into the bare table: on PostgreSQL foreign keys, secondary indexes and (if
     nothing references the table) the primary key are dropped first, on SQLite the secondary
     indexes; they are built once in `finish`, which must run before the transaction commits.
+
+    PostgreSQL writes the rows frozen (`COPY … FREEZE`) into a table emptied by TRUNCATE in this
+    transaction (`truncated`, as a restore does; a bulk load into an unreferenced table truncates
+    it itself, once it has found it empty under the ACCESS EXCLUSIVE lock its dropped keys took).
+    Frozen rows on all-visible pages spare the key and index builds' scans their per-row
+    visibility checks, let index-only scans skip the heap at once, and spare the table the passes
+    that would otherwise rewrite every page: the first reads after the load setting every row's
+    hint bits, and a later vacuum freezing them. The price is TRUNCATE's and FREEZE's own: a
+    transaction whose snapshot is older than the commit sees the rows.
     """
 
-    def __init__(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], *, bulk: bool):
+    def __init__(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], *, bulk: bool, truncated: bool = False):
         self.conn = conn
         self.table = table
         self.columns = list(columns)
         self.bulk = bulk
         self.rows = 0
         self._primary_key = not is_referenced(table.name)
-        if is_postgres(conn):
+        postgres = is_postgres(conn)
+        if postgres:
             conn.exec_driver_sql(_UTC_SESSION)
         if bulk:
             drop_secondary_structures(conn, table, primary_key=self._primary_key)
+            if postgres and not truncated and self._primary_key:
+                truncated = self._truncate_if_empty()
+        self.freeze = postgres and truncated
+
+    def _truncate_if_empty(self) -> bool:
+        """TRUNCATE the table if it holds no row (PostgreSQL; none can arrive meanwhile: the
+        dropped keys took its ACCESS EXCLUSIVE lock), giving it a fresh file COPY FREEZE may fill."""
+        target = target_name(self.conn, self.table.name)
+        if not self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {target})").scalar_one():
+            return False
+        self.conn.exec_driver_sql(f"TRUNCATE {target}")
+        return True
 
     def add(self, parts: Iterable[pa.Table | pa.RecordBatch | PreparedRows]) -> None:
         target = target_name(self.conn, self.table.name)
         for part in parts:
             if isinstance(part, PreparedRows) and part.copy_payload is not None:
-                copy_payload(self.conn, target, self.columns, part.copy_payload)
+                copy_payload(self.conn, target, self.columns, part.copy_payload, freeze=self.freeze)
             else:
                 rows = part.table if isinstance(part, PreparedRows) else part
-                insert_rows(self.conn, target, self.columns, [rows], table=self.table.name)
+                insert_rows(self.conn, target, self.columns, [rows], table=self.table.name, freeze=self.freeze)
             self.rows += part.table.num_rows if isinstance(part, PreparedRows) else part.num_rows
 
     def finish(self, *, explicit_ids: bool = False) -> int:

@@ -7,17 +7,20 @@ import shutil
 import threading
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from gdx_pipeline.core import file_transaction, postgres_copy, staged_writes
+from gdx_pipeline.core.backups import backup_tables, restore_snapshot
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.ordered_threads import map_in_order
 from gdx_pipeline.core.sample_data import generate_globant_files
-from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, is_postgres, rejected_rows
+from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, is_postgres, rejected_rows
 from gdx_pipeline_tests.warehouse_contents import table_count
 
 
@@ -139,6 +142,55 @@ def test_a_big_load_whose_rows_lack_their_referenced_rows_rolls_back_whole(datab
         assert schema_of(engine) == before
         with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
             conn.execute(sa.text("INSERT INTO hired_employees VALUES (1, 'Orphan', '2021-01-01 00:00:00', 99, 1)"))
+
+
+def frozen_pages(engine: sa.Engine, table: str) -> tuple[int, int]:
+    """(pages marked all-visible, pages), as an ANALYZE counts them: COPY FREEZE marks every page
+    it fills (PostgreSQL 14+), rows written any other way leave that to a later vacuum."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"ANALYZE {table}")
+        return tuple(conn.exec_driver_sql(f"SELECT relallvisible, relpages FROM pg_class WHERE oid = '{table}'::regclass").one())
+
+
+def test_a_first_big_load_and_a_restore_write_their_rows_frozen_on_postgresql(postgres_url, tmp_path, monkeypatch):
+    """COPY FREEZE into the table the load truncated (empty, unreferenced), and into the tables a
+    restore truncated, referenced ones included; rows written any other way are not frozen."""
+    monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
+    with ready_to_load(postgres_url, tmp_path, 500, seed=14, dirty_share=0.0) as (engine, folders, before):
+        (outcome,) = ingest_landing(engine, folders)
+        assert outcome.counts.inserted == 500
+        visible, pages = frozen_pages(engine, "hired_employees")
+        assert visible == pages > 0
+        assert frozen_pages(engine, "departments") == (0, 1)  # a small load: plain rows
+        assert schema_of(engine) == before
+        loaded = contents(engine)
+
+        backup_tables(engine, folders)
+        restore_snapshot(engine, folders)
+        assert frozen_pages(engine, "departments") == (1, 1)
+        assert frozen_pages(engine, "hired_employees") == (pages, pages)
+        assert contents(engine) == loaded and schema_of(engine) == before
+
+
+def test_a_bulk_load_that_finds_its_empty_table_holding_a_row_keeps_the_row(postgres_url):
+    """A row written by something that bypassed the writers' locks, between the emptiness check
+    and the bulk load: the table is not truncated, the rows go in unfrozen beside it."""
+    with warehouse(postgres_url) as engine:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO departments VALUES (1, 'Sales'); INSERT INTO jobs VALUES (1, 'Clerk')")
+            conn.exec_driver_sql("INSERT INTO hired_employees VALUES (5, 'Already Here', '2021-01-01 00:00:00+00', 1, 1)")
+        table = data_tables["hired_employees"]
+        new_row = pa.table(
+            {"id": [6], "name": ["New Row"], "datetime": pa.array([datetime(2021, 2, 1, tzinfo=UTC)]), "department_id": [1], "job_id": [1]}
+        )
+        with engine.begin() as conn:
+            load = staged_writes.EmptyTableLoad(conn, table, list(table.c.keys()), bulk=True)
+            assert not load.freeze
+            load.add([new_row])
+            load.finish()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT id, name FROM hired_employees ORDER BY id").all() == [(5, "Already Here"), (6, "New Row")]
+        assert frozen_pages(engine, "hired_employees") == (0, 1)
 
 
 def test_ids_out_of_order_load_sorted_and_the_later_duplicate_is_the_one_rejected(engine, folders, monkeypatch):

@@ -207,7 +207,7 @@ def _write(conn: sa.Connection, item: VerifiedBackup, *, replace: bool) -> None:
     hires.clear()
     batches = hires.counting(item.spooled_batches())
     if replace:
-        load = EmptyTableLoad(conn, table, columns, bulk=is_bulk(conn, item.rows))
+        load = EmptyTableLoad(conn, table, columns, bulk=is_bulk(conn, item.rows), truncated=is_postgres(conn))  # by `_empty`
         load.add(batches)
         load.finish(explicit_ids=True)
     else:
