@@ -26,9 +26,9 @@ from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import lock_table_for_writes
 from gdx_pipeline.core.loading import known_keys
 from gdx_pipeline.core.validation import SeenIds, check_rows
-from gdx_pipeline.core.validation.parsing import _parse_timestamp
+from gdx_pipeline.core.validation.parsing import _canonical_instants, _parse_integer, _parse_timestamp
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, write_transaction
-from gdx_pipeline.dictionary import table_spec
+from gdx_pipeline.dictionary import ID_MAX, table_spec
 from gdx_pipeline_tests.warehouse_contents import table_count
 
 EMPLOYEES = table_spec("hired_employees")
@@ -152,6 +152,49 @@ def test_datetimes_parse_like_pythons_own_iso_parser() -> None:
     disagreements = [(t, p, instant_by_python(t)) for t, p in zip(texts, parsed) if p != instant_by_python(t)]
     assert disagreements == []
     assert 0.3 < sum(p is not None for p in parsed) / len(texts) < 0.9  # both kinds were exercised
+
+
+def test_the_canonical_shape_is_found_byte_by_byte_as_a_pattern_finds_it() -> None:
+    """The shortcut for `YYYY-MM-DDTHH:MM:SSZ` (compared a row at a time and 1,024 rows at a
+    time) against the regular expression it stands for, on texts one byte away from it."""
+    rng = random.Random(7)
+    template = "2021-03-31T23:30:00Z"
+    texts: list[str | None] = []
+    for _ in range(3_000):
+        chars = list(template)
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            chars[rng.randrange(len(chars))] = rng.choice("0123456789/:;-TtZz é٣")
+        texts.append(rng.choice([None, "".join(chars)[:-1], "".join(chars) + "0"]) if rng.random() < 0.1 else "".join(chars))
+    shape = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+    expected = [t is not None and shape.fullmatch(t) is not None for t in texts]
+    for end in (3_000, 1_500, 7):  # over 1,024 candidates and under
+        assert _canonical_instants(pa.array(texts[:end], pa.string())).tolist() == expected[:end]
+    assert 0.3 < sum(expected) / len(expected) < 0.9
+
+
+def random_integer_text(rng: random.Random) -> str | None:
+    """Mostly bare digits, as files hold them; else signed, padded, too long, not digits at all."""
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 2, 5, 10, 18, 19, 30])))
+    if rng.random() < 0.85:
+        return digits
+    return rng.choice([None, f"+{digits}", f"-{digits}", f"+-{digits}", f"{digits}x", "x", "1.5", "1e3", "٣", f"{digits}+", "--1", "+"])
+
+
+def integer_by_python(text: str | None) -> int | None:
+    """The oracle: an integer's text is an optional sign and ASCII digits; more than 18 digits
+    (no int64 holds them) reads as the first id out of range."""
+    if text is None or not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    return int(text) if len(text.lstrip("+-")) <= 18 else ID_MAX + 1
+
+
+def test_integers_parse_like_python_reads_them() -> None:
+    rng = random.Random(20261202)
+    for _ in range(20):  # blocks of only bare digits, and blocks with a few of everything else
+        texts = [random_integer_text(rng) for _ in range(rng.choice([1, 50, 2_000]))]
+        parsed = _parse_integer(pa.array(texts, pa.string()))
+        assert parsed.values.to_pylist() == [integer_by_python(t) for t in texts]
+        assert parsed.unparsable.to_pylist() == [t is not None and integer_by_python(t) is None for t in texts]
 
 
 def test_row_rules_run_without_a_database_and_foreign_keys_are_added_under_the_lock(engine: sa.Engine) -> None:

@@ -37,30 +37,44 @@ class ParsedColumn:
 
 
 def _parse_integer(text: pa.Array) -> ParsedColumn:
-    if pc.all(pc.ascii_is_decimal(text)).as_py() is not False:
-        # The usual column: every value bare ASCII digits, which the pattern accepts as they are.
-        is_integer, digits, unsigned = pc.is_valid(text), text, text
-    else:
-        is_integer = pc.fill_null(pc.match_substring_regex(text, INTEGER_PATTERN), False)
-        digits = pc.utf8_ltrim(text, characters="+-")
-        signed = pc.any(pc.starts_with(text, "+")).as_py()
-        unsigned = pc.replace_substring_regex(text, r"^\+", "") if signed else text  # Arrow's cast refuses "+7"
-    fits = pc.and_(is_integer, pc.less_equal(pc.utf8_length(digits), _MAX_INT_DIGITS))
-    values = pc.cast(pc.if_else(fits, unsigned, pa.scalar(None, pa.string())), pa.int64())
-    not_integer = pc.and_(pc.is_valid(text), pc.invert(is_integer))
+    # The usual value is bare ASCII digits, which the pattern accepts as they are; only the others
+    # (signed or malformed: a few in a dirty block) go through the pattern, apart, and their
+    # values are put in their places (numbers: putting texts back costs more than all the rest).
+    is_integer = pc.fill_null(pc.ascii_is_decimal(text), False)
+    values = _integer_values(text, is_integer, pc.utf8_length(text))
+    others = pc.and_(pc.is_valid(text), pc.invert(is_integer))
+    if pc.any(others).as_py():
+        rest = pc.filter(text, others)
+        rest_integer = pc.fill_null(pc.match_substring_regex(rest, INTEGER_PATTERN), False)
+        unsigned = pc.replace_substring_regex(rest, r"^\+", "")  # Arrow's cast refuses "+7"
+        rest_values = _integer_values(unsigned, rest_integer, pc.utf8_length(pc.utf8_ltrim(rest, characters="+-")))
+        is_integer = pc.replace_with_mask(is_integer, others, rest_integer)
+        values = pc.replace_with_mask(values, others, rest_values)
+    return ParsedColumn(values, "not an integer", pc.and_(pc.is_valid(text), pc.invert(is_integer)))
+
+
+def _integer_values(text: pa.Array, is_integer: pa.Array, digits: pa.Array) -> pa.Array:
+    """The integers of the texts `is_integer` marks (`digits`: how many each has), null elsewhere."""
+    fits = pc.and_(is_integer, pc.less_equal(digits, _MAX_INT_DIGITS))
+    values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.int64())
     too_long = pc.and_(is_integer, pc.invert(fits))
     if pc.any(too_long).as_py():
         # Too many digits for any integer type: out of range, like any other too-large id (the
         # reason quotes the text, not this stand-in).
         values = pc.if_else(too_long, pa.scalar(ID_MAX + 1, pa.int64()), values)
-    return ParsedColumn(values, "not an integer", not_integer)
+    return values
 
 
 # The one shape most files write, `2021-03-31T23:30:00Z`: such a text needs no normalising and
-# is checked for it by its bytes, position by position (byte ranges, low and high).
+# is checked for it by its bytes, position by position: byte - low <= high - low, in unsigned
+# bytes, so one comparison checks both bounds (a byte below `low` wraps around to a large one).
 _CANONICAL_INSTANT = np.frombuffer(b"0000-00-00T00:00:00Z", dtype=np.uint8)
 _CANONICAL_LOW = _CANONICAL_INSTANT
-_CANONICAL_HIGH = np.where(_CANONICAL_INSTANT == ord("0"), ord("9"), _CANONICAL_INSTANT).astype(np.uint8)
+_CANONICAL_SPAN = np.where(_CANONICAL_INSTANT == ord("0"), 9, 0).astype(np.uint8)
+# numpy compares rows of 20 bytes slowly (its inner loop is one row long), so the bounds are
+# repeated for this many rows at a time.
+_TILE_ROWS = 1024
+_LOW_TILE, _SPAN_TILE = np.tile(_CANONICAL_LOW, _TILE_ROWS), np.tile(_CANONICAL_SPAN, _TILE_ROWS)
 
 
 def _canonical_instants(text: pa.Array) -> np.ndarray:
@@ -69,10 +83,19 @@ def _canonical_instants(text: pa.Array) -> np.ndarray:
     sized = pc.fill_null(pc.equal(pc.binary_length(text), width), False)
     candidates = pc.filter(text, sized)  # contiguous values: one row of `width` bytes each
     mask = np.zeros(len(text), dtype=bool)
-    if len(candidates):
-        offsets = np.frombuffer(candidates.buffers()[1], dtype=np.int32)[candidates.offset : candidates.offset + len(candidates) + 1]
-        data = np.frombuffer(candidates.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(-1, width)
-        mask[np.flatnonzero(sized.to_numpy(zero_copy_only=False))] = ((data >= _CANONICAL_LOW) & (data <= _CANONICAL_HIGH)).all(axis=1)
+    rows = len(candidates)
+    if rows:
+        offsets = np.frombuffer(candidates.buffers()[1], dtype=np.int32)[candidates.offset : candidates.offset + rows + 1]
+        data = np.frombuffer(candidates.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        wrong = np.empty(rows * width, dtype=bool)  # a byte out of its position's range
+        tiled = rows // _TILE_ROWS * _TILE_ROWS * width
+        np.greater(data[:tiled].reshape(-1, _LOW_TILE.size) - _LOW_TILE, _SPAN_TILE, out=wrong[:tiled].reshape(-1, _LOW_TILE.size))
+        np.greater(data[tiled:].reshape(-1, width) - _CANONICAL_LOW, _CANONICAL_SPAN, out=wrong[tiled:].reshape(-1, width))
+        words = wrong.view(np.uint32).reshape(rows, width // 4)  # a row's flags, four to a word
+        any_wrong = words[:, 0].copy()
+        for column in range(1, words.shape[1]):
+            any_wrong |= words[:, column]
+        mask[sized.to_numpy(zero_copy_only=False)] = any_wrong == 0
     return mask
 
 
