@@ -223,6 +223,7 @@ METRIC_TABLES = (metric_quarterly_hires, metric_departments_above_mean)
 # which the metrics add to the rollup and which is folded into it every 20,000 cells.
 # Nothing else writes either, and neither is backed up (a restore rebuilds them from the rows it
 # puts back).
+ROLLUP_FILLFACTOR = 50
 hires_by_quarter = sa.Table(
     "hires_by_quarter",
     metadata,
@@ -239,6 +240,10 @@ hires_by_quarter = sa.Table(
         "(a row exists only while above 0).",
     ),
     comment="Hires per UTC quarter, department and job (plus hires_by_quarter_changes): hired_employees counted, kept in step.",
+    # PostgreSQL: a fold updates most of a year's rows at once (~8,800 after 27 API batches of
+    # one year); half-empty pages keep each new row version on its page without a new index
+    # entry (a HOT update), which halved a fold (~150 -> ~65 ms).
+    postgresql_with={"fillfactor": ROLLUP_FILLFACTOR},
 )
 
 # Writes' changes to `hires_by_quarter`, not yet folded into it: appended, so no two writers
@@ -308,6 +313,16 @@ def create_schema(engine: sa.Engine) -> None:
         metadata.create_all(conn)
         if rollup_missing:  # a warehouse made before the rollup: count what it holds, once
             rebuild_hires_by_quarter(conn)
+        elif is_postgres(conn):  # one made while the rollup was at fillfactor 100 (a9561c6 to 665b217)
+            _set_rollup_fillfactor(conn)
         if not is_postgres(conn):
             for name in RETIRED_SQLITE_INDEXES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+
+
+def _set_rollup_fillfactor(conn: sa.Connection) -> None:
+    """`hires_by_quarter` at `ROLLUP_FILLFACTOR` (PostgreSQL), if it is not already."""
+    wanted = f"fillfactor={ROLLUP_FILLFACTOR}"
+    options = conn.exec_driver_sql(f"SELECT reloptions FROM pg_class WHERE oid = '{hires_by_quarter.name}'::regclass").scalar_one()
+    if wanted not in (options or []):
+        conn.exec_driver_sql(f"ALTER TABLE {hires_by_quarter.name} SET ({wanted})")

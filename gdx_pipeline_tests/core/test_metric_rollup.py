@@ -25,7 +25,7 @@ from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.reset import empty_warehouse
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.utc import as_utc
-from gdx_pipeline.core.warehouse import create_schema, data_tables, hires_by_quarter, hires_by_quarter_changes
+from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, hires_by_quarter, hires_by_quarter_changes
 from gdx_pipeline.dictionary import table_spec
 
 EMPLOYEES = table_spec("hired_employees")
@@ -292,3 +292,24 @@ def test_a_warehouse_made_before_the_rollup_counts_its_hires_once(engine, globan
     assert_rollup_exact(engine, [2021])
     create_schema(engine)  # again: nothing counted twice
     assert_rollup_exact(engine, [2021])
+
+
+def test_a_postgresql_rollup_made_at_full_pages_gets_half_empty_ones_at_the_next_start(postgres_url):
+    """Folds update most of the rollup's rows at once; at fillfactor 50 those updates stay on their
+    pages (HOT). A warehouse made while the rollup was created without it gets it when it starts."""
+    engine = create_warehouse_engine(postgres_url)
+
+    def options() -> list[str] | None:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(f"SELECT reloptions FROM pg_class WHERE oid = '{hires_by_quarter.name}'::regclass").scalar_one()
+
+    try:
+        create_schema(engine)
+        assert options() == ["fillfactor=50"]
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {hires_by_quarter.name} RESET (fillfactor)")
+        assert options() is None
+        create_schema(engine)  # what every start does
+        assert options() == ["fillfactor=50"]
+    finally:
+        engine.dispose()
