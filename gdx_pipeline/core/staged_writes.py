@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from gdx_pipeline.core.hire_rollup import hire_rollup_change
@@ -46,6 +47,9 @@ from gdx_pipeline.dictionary import TableSpec
 # From this many rows on (PostgreSQL), dropping the foreign keys and secondary indexes and
 # rebuilding them after the write beats maintaining them row by row. Every writer uses this one.
 BULK_ROWS = 200_000
+# PostgreSQL: a small write whose keys span less than this many times their number reads the
+# rows it replaces by one range of the key index (`StagedUpsert._staged_keys_sql`).
+DENSE_KEYS = 4
 # SQLite: a block this big is staged and upserted with one `INSERT … SELECT`; a smaller one (an
 # API batch, a small file) goes straight into the table with one `executemany` of the upsert.
 SQLITE_STAGING_ROWS = 10_000
@@ -358,10 +362,9 @@ class StagedUpsert:
             # By key (the stage has no statistics, and a join with it may scan the whole table),
             # locked in key order until the commit: a writer sharing the table's lock that
             # replaces the same rows waits for this one, then reads what it wrote.
-            ids = array_text(value for part in self._staged_ids for value in part.to_pylist())
+            where, parameters = self._staged_keys_sql(table, key)
             replaced = self.hires.subtract_stored(
-                f"(SELECT datetime, department_id, job_id FROM {target} WHERE {key} = ANY(%s::bigint[]) ORDER BY {key} FOR UPDATE) AS t",
-                (ids,),
+                f"(SELECT datetime, department_id, job_id FROM {target} WHERE {where} ORDER BY {key} FOR UPDATE) AS t", parameters
             )
         # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
         # loads hold it alone.
@@ -378,6 +381,19 @@ class StagedUpsert:
             create_secondary_structures(self.conn, table)
         after_write(self.conn, table, bulk=bulk)
         return LoadCounts(inserted=inserted, updated=updated, unchanged=self.staged - inserted - updated)
+
+    def _staged_keys_sql(self, table: sa.Table, key: str) -> tuple[str, tuple]:
+        """A WHERE clause (and its parameters) selecting the staged keys from the target. Keys
+        within `DENSE_KEYS` times their number of each other (new hires' consecutive ids, say)
+        are found with one range of the key's index, filtered by the keys (hashed; `+ 0` keeps
+        the filter out of the index): one descent, and a range past the table's end is found
+        empty at once. Others are looked up one by one."""
+        keys = pa.chunked_array([chunk for part in self._staged_ids for chunk in part.chunks])
+        array = f"%s::{table.c[self.spec.primary_key].type.compile(self.conn.dialect)}[]"
+        low, high = pc.min_max(keys).values()
+        if high.as_py() - low.as_py() < DENSE_KEYS * len(keys):
+            return f"{key} BETWEEN %s AND %s AND {key} + 0 = ANY({array})", (low.as_py(), high.as_py(), array_text(keys.to_pylist()))
+        return f"{key} = ANY({array})", (array_text(keys.to_pylist()),)
 
     def _upsert_sqlite_rows(self, table: pa.Table) -> LoadCounts:
         """Count what existed before from the block's ids, what changed from rowcount (SQLite

@@ -168,8 +168,6 @@ def seeded_postgres(postgres_url, monkeypatch):
     """A PostgreSQL warehouse with 3 departments and 3 jobs: where API batches run side by side,
     folding their changes into the rollup every few batches, while others append theirs."""
     monkeypatch.setattr(hire_rollup, "FOLD_CELLS", 10)
-    from gdx_pipeline.core.warehouse import create_warehouse_engine
-
     engine = create_warehouse_engine(postgres_url)
     create_schema(engine)
     seed(engine)
@@ -201,16 +199,24 @@ def write_concurrently(engine: sa.Engine, writers: int, batches, *, barrier: thr
 
 
 @pytest.mark.postgres
-def test_concurrent_batches_moving_the_same_employees(seeded_postgres):
+@pytest.mark.parametrize("spacing", [1, 1_000], ids=["consecutive ids", "spread ids"])
+def test_concurrent_batches_moving_the_same_employees(seeded_postgres, spacing):
     """API batches share the table's lock on PostgreSQL; reading the rows it replaces FOR UPDATE
-    makes each one's count of them right even when another batch moved them a moment before."""
+    makes each one's count of them right even when another batch moved them a moment before,
+    whether it finds them by one range of the key (consecutive ids) or one by one (spread ids)."""
 
     def moving(offset: int):
         for n in range(40):
             moved = (n + offset) % 4
             department = moved % 3 + 1
             yield [
-                {"id": i, "name": f"P{i}", "datetime": QUARTER_INSTANTS[(i + moved) % 4], "department_id": department, "job_id": i % 3 + 1}
+                {
+                    "id": i * spacing,
+                    "name": f"P{i}",
+                    "datetime": QUARTER_INSTANTS[(i + moved) % 4],
+                    "department_id": department,
+                    "job_id": i % 3 + 1,
+                }
                 for i in range(1, 31)
             ]
 
