@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+import sqlalchemy as sa
 
 from gdx_pipeline.core.batches import API_SOURCE, BatchOutcome
 
@@ -24,17 +25,38 @@ log = logging.getLogger("gdx_pipeline.api")
 
 REJECTED_ROWS_ASSET = "rejected_rows"
 REPORT_LINGER_SECONDS = 1.0
+INSTANCE_OPEN_ATTEMPTS = 5
 
 
 def instance_at(dagster_home: str | None) -> dg.DagsterInstance:
     """The instance at DAGSTER_HOME (the one `dagster dev` and the daemon use), else an in-memory one."""
     if dagster_home:
-        return dg.DagsterInstance.get()  # Dagster's own way to open the instance at DAGSTER_HOME
+        return _open_instance()
     log.warning(
         "DAGSTER_HOME is not set: API writes and runs are recorded in an in-memory Dagster instance that the UI "
         "cannot see. Set DAGSTER_HOME to the folder your Dagster webserver uses."
     )
     return dg.DagsterInstance.ephemeral()
+
+
+def _open_instance() -> dg.DagsterInstance:
+    """Dagster's own way to open the instance at DAGSTER_HOME. The first process to open a new
+    database storage creates its tables; processes starting together (the API beside the code
+    server, on a fresh deployment) race to, and a loser's CREATE TABLE fails. It tries again,
+    and then finds the tables made."""
+    for attempt in range(1, INSTANCE_OPEN_ATTEMPTS + 1):
+        try:
+            return dg.DagsterInstance.get()
+        except sa.exc.DBAPIError as error:
+            if attempt == INSTANCE_OPEN_ATTEMPTS:
+                raise
+            log.warning(
+                f"opening the Dagster instance failed ({type(error.orig).__name__}: {str(error.orig).splitlines()[0]}), "
+                f"as when another process is creating its storage at the same moment; trying again ({attempt} of "
+                f"{INSTANCE_OPEN_ATTEMPTS - 1})"
+            )
+            time.sleep(attempt * 0.5)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

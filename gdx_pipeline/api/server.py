@@ -85,11 +85,12 @@ def create_served_app() -> FastAPI:
 
 
 def prepare_dagster_storage(dagster_home: str | None) -> None:
-    """Create the instance's storage once, before several workers would race to create it."""
+    """Create the instance's storage once, before several workers would race to create it (a
+    process outside, such as the webserver, may still race: `orchestration.instance_at` retries)."""
     if dagster_home:
-        import dagster as dg
+        from gdx_pipeline.api.orchestration import instance_at
 
-        dg.DagsterInstance.get().dispose()
+        instance_at(dagster_home).dispose()
 
 
 def main(argv: list[str] | None = None) -> int:

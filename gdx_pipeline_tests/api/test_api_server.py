@@ -8,14 +8,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from gdx_pipeline.api.server import default_workers, is_loopback, main, refusal_to_bind
 from gdx_pipeline.api.settings import MAX_BODY_BYTES_ENV, TOKEN_ENV
+from gdx_pipeline_tests.postgres_server import made_on_server, postgres_server_url
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
@@ -119,3 +122,50 @@ def test_gdx_api_serves_on_loopback(tmp_path: Path) -> None:
     finally:
         instance.dispose()
     assert sorted(reported) == sorted(p["request_id"] for p in posted)
+
+
+OPEN_INSTANCE = """
+import sys, time
+from pathlib import Path
+from gdx_pipeline.api.orchestration import instance_at
+ready, go, home = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ready.touch()
+while not go.exists():
+    time.sleep(0.002)
+instance_at(home).dispose()
+print("opened")
+"""
+
+
+@pytest.mark.postgres
+def test_processes_opening_a_new_postgresql_dagster_storage_at_once_all_open_it(tmp_path: Path) -> None:
+    """A fresh deployment starts the API beside Dagster's processes, which create Dagster's tables
+    in the new storage database at the same moment (the image test once saw the API's CREATE
+    TABLE fail and Docker restart it; the API now tries again). Here four start-ups at once all
+    open it; this machine did not reproduce the failing race, even with one attempt."""
+    server = postgres_server_url()
+    name = f"gdx_dagster_{uuid.uuid4().hex[:10]}"
+    with made_on_server(server, [f"CREATE DATABASE {name}"], [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]):
+        storage = make_url(server).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(f'storage:\n  postgres:\n    postgres_url: "{storage}"\n')
+        go = tmp_path / "go"
+        env = {**os.environ, "DAGSTER_HOME": str(home)}
+        starters = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_INSTANCE, str(tmp_path / f"ready{i}"), str(go), str(home)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(4)
+        ]
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready{i}").exists() for i in range(4)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()  # all four imported: they open the instance at once
+        for starter in starters:
+            out, err = starter.communicate(timeout=120)
+            assert (starter.returncode, out.strip()) == (0, "opened"), err[-3000:]
