@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from gdx_pipeline.core.locks import lock_hire_rollup, try_lock_hire_rollup
 from gdx_pipeline.core.warehouse import (
     array_text,
+    empty_hires_by_quarter,
     hire_quarter_sql,
     hires_by_quarter,
     hires_by_quarter_changes,
@@ -164,8 +165,7 @@ class HireRollupChange:
     def clear(self) -> None:
         """The write empties `hired_employees` first: so do the rollup and its changes (before any `add`)."""
         lock_hire_rollup(self.conn)
-        self.conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter_changes.name}")
-        self.conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
+        empty_hires_by_quarter(self.conn)
 
     def apply(self) -> None:
         """Append the gathered difference to `hires_by_quarter_changes` (PostgreSQL: one row of

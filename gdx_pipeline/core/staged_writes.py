@@ -129,6 +129,11 @@ def target_name(conn: sa.Connection, table: str) -> str:
     return quoted if is_postgres(conn) else f"main.{quoted}"
 
 
+def holds_no_rows(conn: sa.Connection, table: str) -> bool:
+    """Whether the warehouse's `table` is empty."""
+    return conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {target_name(conn, table)})").scalar_one()
+
+
 def differs(conn: sa.Connection, columns: Sequence[str], key: str, left: str, right: str) -> str:
     """SQL: some non-key column of row `left` is not the same as in row `right` (NULLs compare equal)."""
     operator = "IS DISTINCT FROM" if is_postgres(conn) else "IS NOT"
@@ -232,10 +237,9 @@ class EmptyTableLoad:
     def _truncate_if_empty(self) -> bool:
         """TRUNCATE the table if it holds no row (PostgreSQL; none can arrive meanwhile: the
         dropped keys took its ACCESS EXCLUSIVE lock), giving it a fresh file COPY FREEZE may fill."""
-        target = target_name(self.conn, self.table.name)
-        if not self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {target})").scalar_one():
+        if not holds_no_rows(self.conn, self.table.name):
             return False
-        self.conn.exec_driver_sql(f"TRUNCATE {target}")
+        self.conn.exec_driver_sql(f"TRUNCATE {target_name(self.conn, self.table.name)}")
         return True
 
     def add(self, parts: Iterable[pa.Table | pa.RecordBatch | PreparedRows]) -> None:
@@ -293,14 +297,11 @@ class StagedUpsert:
         self.hires = hire_rollup_change(conn, spec.name)  # the rollup moves in the same transaction
         self._staged_ids: list[pa.ChunkedArray] = []  # PostgreSQL: the keys a small upsert replaces
         self.direct: EmptyTableLoad | None = None
-        if expected_rows >= BULK_ROWS and not is_referenced(spec.name) and self._target_is_empty():
+        if expected_rows >= BULK_ROWS and not is_referenced(spec.name) and holds_no_rows(conn, spec.name):
             # Both engines: a first big load goes into the bare table, its indexes built after.
             self.direct = EmptyTableLoad(conn, data_tables[spec.name], spec.columns, bulk=True)
         elif self.postgres:
             self.stage.create()
-
-    def _target_is_empty(self) -> bool:
-        return self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {self.stage.target})").scalar_one()
 
     def prepare(self, rows: pa.Table) -> pa.Table | PreparedRows:
         """What `add` takes, made ready without the database (any thread may call it): for a first
@@ -389,11 +390,11 @@ class StagedUpsert:
         the filter out of the index): one descent, and a range past the table's end is found
         empty at once. Others are looked up one by one."""
         keys = pa.chunked_array([chunk for part in self._staged_ids for chunk in part.chunks])
-        array = f"%s::{table.c[self.spec.primary_key].type.compile(self.conn.dialect)}[]"
-        low, high = pc.min_max(keys).values()
-        if high.as_py() - low.as_py() < DENSE_KEYS * len(keys):
-            return f"{key} BETWEEN %s AND %s AND {key} + 0 = ANY({array})", (low.as_py(), high.as_py(), array_text(keys.to_pylist()))
-        return f"{key} = ANY({array})", (array_text(keys.to_pylist()),)
+        array, ids = f"%s::{table.c[self.spec.primary_key].type.compile(self.conn.dialect)}[]", array_text(keys.to_pylist())
+        low, high = (value.as_py() for value in pc.min_max(keys).values())
+        if high - low < DENSE_KEYS * len(keys):
+            return f"{key} BETWEEN %s AND %s AND {key} + 0 = ANY({array})", (low, high, ids)
+        return f"{key} = ANY({array})", (ids,)
 
     def _upsert_sqlite_rows(self, table: pa.Table) -> LoadCounts:
         """Count what existed before from the block's ids, what changed from rowcount (SQLite

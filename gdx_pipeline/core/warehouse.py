@@ -285,12 +285,17 @@ def rebuild_hires_by_quarter(conn: sa.Connection) -> None:
     lock_table_for_writes(conn, TABLES["hired_employees"])
     lock_hire_rollup(conn)
     year, quarter = hire_quarter_sql(conn, "datetime")
-    conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter_changes.name}")
-    conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
+    empty_hires_by_quarter(conn)
     conn.exec_driver_sql(
         f"INSERT INTO {hires_by_quarter.name} (year, quarter, department_id, job_id, hires) "
         f"SELECT {year}, {quarter}, department_id, job_id, count(*) FROM hired_employees GROUP BY 1, 2, 3, 4"
     )
+
+
+def empty_hires_by_quarter(conn: sa.Connection) -> None:
+    """Delete the rollup and its pending changes (the caller holds the rollup's lock)."""
+    conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter_changes.name}")
+    conn.exec_driver_sql(f"DELETE FROM {hires_by_quarter.name}")
 
 
 def array_text(values: Iterable[int]) -> str:
