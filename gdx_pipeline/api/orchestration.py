@@ -41,17 +41,18 @@ def instance_at(dagster_home: str | None) -> dg.DagsterInstance:
 
 def _open_instance() -> dg.DagsterInstance:
     """Dagster's own way to open the instance at DAGSTER_HOME. The first process to open a new
-    database storage creates its tables; processes starting together (the API beside the code
-    server, on a fresh deployment) race to, and a loser's CREATE TABLE fails. It tries again,
-    and then finds the tables made."""
+    database storage creates its tables; processes starting together (the API beside Dagster's
+    webserver and daemon, on a fresh deployment) race to, and a loser's CREATE TABLE fails. It
+    tries again, and then finds the tables made."""
     for attempt in range(1, INSTANCE_OPEN_ATTEMPTS + 1):
         try:
             return dg.DagsterInstance.get()
         except sa.exc.DBAPIError as error:
             if attempt == INSTANCE_OPEN_ATTEMPTS:
                 raise
+            first_line = str(error.orig).partition("\n")[0]  # an empty message has no line to take
             log.warning(
-                f"opening the Dagster instance failed ({type(error.orig).__name__}: {str(error.orig).splitlines()[0]}), "
+                f"opening the Dagster instance failed ({type(error.orig).__name__}: {first_line}), "
                 f"as when another process is creating its storage at the same moment; trying again ({attempt} of "
                 f"{INSTANCE_OPEN_ATTEMPTS - 1})"
             )
