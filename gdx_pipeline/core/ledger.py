@@ -17,6 +17,7 @@ from gdx_pipeline.core.warehouse import ingestion_ledger
 
 # A restore's source in the ledger: `restore:<backup file name>`.
 RESTORE_PREFIX = "restore:"
+_APPEND_ENTRY = ingestion_ledger.insert()
 
 
 def restore_source(backup_name: str) -> str:
@@ -37,23 +38,26 @@ def record_ledger_entry(
     rows_rejected: int = 0,
     rows_deleted: int = 0,
 ) -> None:
-    """Append what one write did; `finished_at` is now."""
+    """Append what one write did; `finished_at` is now. One INSERT statement object for every
+    entry, its values as parameters: `insert().values(...)` built a new statement per entry and
+    cost an API batch twice the Python time of the insert's round trip."""
     conn.execute(
-        ingestion_ledger.insert().values(
-            table_name=table,
-            source=source,
-            sha256=sha256,
-            size_bytes=size_bytes,
-            rows_read=rows_read,
-            rows_inserted=counts.inserted,
-            rows_updated=counts.updated,
-            rows_unchanged=counts.unchanged,
-            rows_rejected=rows_rejected,
-            rows_deleted=rows_deleted,
-            run_id=run_id,
-            started_at=started_at,
-            finished_at=now_utc(),
-        )
+        _APPEND_ENTRY,
+        {
+            "table_name": table,
+            "source": source,
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+            "rows_read": rows_read,
+            "rows_inserted": counts.inserted,
+            "rows_updated": counts.updated,
+            "rows_unchanged": counts.unchanged,
+            "rows_rejected": rows_rejected,
+            "rows_deleted": rows_deleted,
+            "run_id": run_id,
+            "started_at": started_at,
+            "finished_at": now_utc(),
+        },
     )
 
 
