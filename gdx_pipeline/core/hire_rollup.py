@@ -17,10 +17,10 @@ concurrent batches queued on their row locks and each paid an upsert per cell
 (benchmarks/results/api.md).
 
 PostgreSQL: API batches of `hired_employees` run side by side under a shared writer lock. Each
-reads the rows it replaces with `FOR UPDATE`, in key order, so a batch that moves the same rows
-waits for the first one's commit and then reads what it wrote. A batch whose upsert meets an id
-another batch inserted after that read could not count what it replaced, and is tried again
-(`ConcurrentInsert`). Folds take turns under the rollup's advisory lock, which a batch only
+inserts its new ids first (one that another batch is inserting waits for that commit and then
+counts as existing), then reads the rows it replaces with `FOR UPDATE`, in key order, and
+updates them, so a batch that moves the same rows waits for the first one's commit and then
+reads what it wrote (`StagedUpsert._insert_then_update_staged`). Folds take turns under the rollup's advisory lock, which a batch only
 tries (one that finds it taken leaves the fold to a later write); a fold deletes and sums, in
 one statement, the changes committed before it and those of its own write, so every change is
 moved whole or left whole while others keep appending. Writers that hold the table alone

@@ -48,7 +48,7 @@ from gdx_pipeline.dictionary import TableSpec
 # rebuilding them after the write beats maintaining them row by row. Every writer uses this one.
 BULK_ROWS = 200_000
 # PostgreSQL: a small write whose keys span less than this many times their number reads the
-# rows it replaces by one range of the key index (`StagedUpsert._staged_keys_sql`).
+# rows it replaces by one range of the key index (`StagedUpsert._keys_sql`).
 DENSE_KEYS = 4
 # SQLite: a block this big is staged and upserted with one `INSERT … SELECT`; a smaller one (an
 # API batch, a small file) goes straight into the table with one `executemany` of the upsert.
@@ -56,9 +56,10 @@ SQLITE_STAGING_ROWS = 10_000
 
 
 class ConcurrentInsert(Exception):
-    """PostgreSQL: a writer sharing the table's lock inserted some of this write's new ids after it
-    read the rows it replaces, so what they replaced went uncounted in the hires rollup. Nothing
-    is wrong with the rows: the transaction is rolled back and tried again (`batches`)."""
+    """PostgreSQL: an id this write found existing was gone when it read the rows it replaces and
+    was back when it wrote (deleted and inserted again by writers that bypass the table's lock),
+    so what it replaced went uncounted in the hires rollup. Nothing is wrong with the rows: the
+    transaction is rolled back and tried again (`batches`)."""
 
 
 @dataclass
@@ -187,15 +188,20 @@ class Stage:
         if not is_postgres(self.conn):
             self.conn.exec_driver_sql(f"DELETE FROM {self.ref}")
 
-    def upsert_sql(self, key: str, *, ordered: bool = False) -> str:
-        """INSERT the staged rows into the target, upserting. `ordered`: in key order, so two
-        writers sharing the table's lock never wait for each other's keys in opposite orders."""
+    def upsert_sql(self, key: str, *, ordered: bool = False, where: str = "true") -> str:
+        """INSERT the staged rows `where` holds into the target, upserting. `ordered`: in key
+        order, so two writers sharing the table's lock never wait for each other's keys in
+        opposite orders."""
+        return f"{self._insert_sql(key, ordered=ordered, where=where)} {on_conflict(self.conn, self.columns, key)}"
+
+    def insert_sql(self, key: str) -> str:
+        """INSERT the staged rows whose keys the target lacks, in key order (as `upsert_sql`)."""
+        return f"{self._insert_sql(key, ordered=True)} ON CONFLICT ({quote_identifier(self.conn, key)}) DO NOTHING"
+
+    def _insert_sql(self, key: str, *, ordered: bool, where: str = "true") -> str:
         columns = columns_list(self.conn, self.columns)
         order = f" ORDER BY {quote_identifier(self.conn, key)}" if ordered else ""
-        return (
-            f"INSERT INTO {self.target} AS target ({columns}) SELECT {columns} FROM {self.ref} WHERE true{order} "
-            f"{on_conflict(self.conn, self.columns, key)}"
-        )
+        return f"INSERT INTO {self.target} AS target ({columns}) SELECT {columns} FROM {self.ref} WHERE {where}{order}"
 
 
 # --- the jobs -----------------------------------------------------------------------------------
@@ -280,8 +286,9 @@ class StagedUpsert:
     """Upserts the valid rows of one file or API batch, counting inserted, updated and unchanged
     rows. One per table per transaction; `add` typed rows (dictionary columns), then `apply`.
 
-    PostgreSQL: COPY into the stage, then one `INSERT … SELECT … ON CONFLICT` (keys dropped
-    around it for a bulk one); a big first load into an empty, unreferenced table skips the
+    PostgreSQL: COPY into the stage, then `INSERT … SELECT … ON CONFLICT`: one upsert with the
+    keys dropped around it for a bulk write, else new ids first and existing ones after
+    (`_insert_then_update_staged`); a big first load into an empty, unreferenced table skips the
     stage (`EmptyTableLoad`): nothing can conflict, since the validator already dropped later
     duplicates within the file. SQLite: block by block, a small one straight into the table with
     one `executemany` of the upsert, a big one through the stage.
@@ -295,7 +302,7 @@ class StagedUpsert:
         self.stage = Stage(conn, spec.name, spec.columns)
         self._sqlite_counts = LoadCounts()
         self.hires = hire_rollup_change(conn, spec.name)  # the rollup moves in the same transaction
-        self._staged_ids: list[pa.ChunkedArray] = []  # PostgreSQL: the keys a small upsert replaces
+        self._staged_ids: list[pa.ChunkedArray] = []  # PostgreSQL: a small upsert's keys
         self.direct: EmptyTableLoad | None = None
         if expected_rows >= BULK_ROWS and not is_referenced(spec.name) and holds_no_rows(conn, spec.name):
             # Both engines: a first big load goes into the bare table, its indexes built after.
@@ -352,44 +359,68 @@ class StagedUpsert:
 
     def _apply_postgres(self) -> LoadCounts:
         table = data_tables[self.spec.name]
-        bulk = is_bulk(self.conn, self.staged)
-        key = quote_identifier(self.conn, self.spec.primary_key)
-        stage, target = self.stage.ref, self.stage.target
-        if bulk:  # the table held alone
-            self.hires.subtract_stored(f"{stage} AS s JOIN {target} AS t ON t.{key} = s.{key}")
+        if is_bulk(self.conn, self.staged):  # the table held alone
+            key = quote_identifier(self.conn, self.spec.primary_key)
+            self.hires.subtract_stored(f"{self.stage.ref} AS s JOIN {self.stage.target} AS t ON t.{key} = s.{key}")
             drop_secondary_structures(self.conn, table)
-            replaced = None
-        else:
-            # By key (the stage has no statistics, and a join with it may scan the whole table),
-            # locked in key order until the commit: a writer sharing the table's lock that
-            # replaces the same rows waits for this one, then reads what it wrote.
-            where, parameters = self._staged_keys_sql(table, key)
-            replaced = self.hires.subtract_stored(
-                f"(SELECT datetime, department_id, job_id FROM {target} WHERE {where} ORDER BY {key} FOR UPDATE) AS t", parameters
-            )
-        # Batches that share the table's lock upsert in key order (see `Stage.upsert_sql`); bulk
-        # loads hold it alone.
-        inserted, updated = self.conn.exec_driver_sql(
-            f"WITH upserted AS ({self.stage.upsert_sql(self.spec.primary_key, ordered=not bulk)} RETURNING (xmax = 0) AS inserted) "
-            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
-        ).one()
-        if replaced is not None and inserted != self.staged - replaced:
-            raise ConcurrentInsert(
-                f"{self.staged - replaced - inserted} new id(s) of this write were inserted by a concurrent write meanwhile; "
-                "nothing was written, try again"
-            )
-        if bulk:
+            inserted, updated = self._upsert_staged()
             create_secondary_structures(self.conn, table)
-        after_write(self.conn, table, bulk=bulk)
+        else:
+            inserted, updated = self._insert_then_update_staged(table)
+        after_write(self.conn, table, bulk=is_bulk(self.conn, self.staged))
         return LoadCounts(inserted=inserted, updated=updated, unchanged=self.staged - inserted - updated)
 
-    def _staged_keys_sql(self, table: sa.Table, key: str) -> tuple[str, tuple]:
-        """A WHERE clause (and its parameters) selecting the staged keys from the target. Keys
-        within `DENSE_KEYS` times their number of each other (new hires' consecutive ids, say)
-        are found with one range of the key's index, filtered by the keys (hashed; `+ 0` keeps
-        the filter out of the index): one descent, and a range past the table's end is found
-        empty at once. Others are looked up one by one."""
-        keys = pa.chunked_array([chunk for part in self._staged_ids for chunk in part.chunks])
+    def _upsert_staged(self, *, where: str = "true", parameters: tuple = ()) -> tuple[int, int]:
+        """(inserted, updated): the staged rows `where` holds, upserted (in key order: see
+        `Stage.upsert_sql`; bulk loads, which hold the table alone, need not)."""
+        ordered = not is_bulk(self.conn, self.staged)
+        inserted, updated = self.conn.exec_driver_sql(
+            f"WITH upserted AS ({self.stage.upsert_sql(self.spec.primary_key, ordered=ordered, where=where)} "
+            "RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted",
+            parameters,
+        ).one()
+        return inserted, updated
+
+    def _insert_then_update_staged(self, table: sa.Table) -> tuple[int, int]:
+        """(inserted, updated), for a write that shares the table with others (an API batch, a
+        small file). First the staged rows go in with `ON CONFLICT DO NOTHING`, in key order: new
+        ids replace nothing, so a batch of new employees, the usual one, reads nothing before it
+        writes. A new id that another writer is inserting waits for its commit and then counts
+        as existing. The staged rows whose ids exist are then read `FOR UPDATE` (counted out of
+        the hires rollup: `HireRollupChange.subtract_stored`) and upserted: a writer moving the
+        same rows waits for this one and then reads what it wrote."""
+        key = self.spec.primary_key
+        quoted = quote_identifier(self.conn, key)
+        inserted, inserted_ids = self.conn.exec_driver_sql(
+            f"WITH inserted AS ({self.stage.insert_sql(key)} RETURNING {quoted} AS key) "
+            "SELECT count(*), CASE WHEN count(*) < %s THEN coalesce(array_agg(key), '{}') END FROM inserted",
+            (self.staged,),
+        ).one()
+        if inserted == self.staged:
+            return inserted, 0
+        staged = pa.chunked_array([chunk for part in self._staged_ids for chunk in part.chunks])
+        existing = staged.filter(pc.invert(pc.is_in(staged, value_set=pa.array(inserted_ids, staged.type))))
+        where, parameters = self._keys_sql(table, existing)
+        replaced = self.hires.subtract_stored(
+            f"(SELECT datetime, department_id, job_id FROM {self.stage.target} WHERE {where} ORDER BY {quoted} FOR UPDATE) AS t",
+            parameters,
+        )
+        also_inserted, updated = self._upsert_staged(where=where, parameters=parameters)
+        if replaced is not None and also_inserted != len(existing) - replaced:
+            raise ConcurrentInsert(
+                f"{len(existing) - replaced - also_inserted} id(s) of this write were deleted and inserted again by a concurrent "
+                "write meanwhile; nothing was written, try again"
+            )
+        return inserted + also_inserted, updated
+
+    def _keys_sql(self, table: sa.Table, keys: pa.ChunkedArray) -> tuple[str, tuple]:
+        """A WHERE clause (and its parameters) selecting `keys` from the target or the stage (no
+        alias). Keys within `DENSE_KEYS` times their number of each other (new hires'
+        consecutive ids, say) are found with one range of the key's index, filtered by the keys
+        (hashed; `+ 0` keeps the filter out of the index): one descent, and a range past the
+        table's end is found empty at once. Others are looked up one by one."""
+        key = quote_identifier(self.conn, self.spec.primary_key)
         array, ids = f"%s::{table.c[self.spec.primary_key].type.compile(self.conn.dialect)}[]", array_text(keys.to_pylist())
         low, high = (value.as_py() for value in pc.min_max(keys).values())
         if high - low < DENSE_KEYS * len(keys):

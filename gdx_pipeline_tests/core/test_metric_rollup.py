@@ -5,6 +5,7 @@ employees between quarters, under concurrent batches, and in a warehouse made be
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 import threading
@@ -226,10 +227,10 @@ def test_concurrent_batches_moving_the_same_employees(seeded_postgres, spacing):
 
 
 @pytest.mark.postgres
-def test_concurrent_batches_inserting_the_same_new_employees(seeded_postgres):
-    """Batches racing to insert the same new ids: each one but the first finds, at its upsert,
-    ids it had not seen when it read the rows it replaces; it rolls back and is tried again,
-    so every hire is counted once, in the quarter its last writer gave it."""
+def test_concurrent_batches_inserting_the_same_new_employees(seeded_postgres, caplog):
+    """Batches racing to insert the same new ids: each one but the first waits, at its insert, for
+    the commit of the one inserting them, then reads them as rows it replaces and updates them,
+    so every hire is counted once, in the quarter its last writer gave it, and none is tried again."""
     start = threading.Barrier(4)
 
     def racing(offset: int):
@@ -240,7 +241,9 @@ def test_concurrent_batches_inserting_the_same_new_employees(seeded_postgres):
                 for i in range(1, 21)
             ]
 
-    write_concurrently(seeded_postgres, 4, racing, barrier=start)
+    with caplog.at_level(logging.WARNING, logger="gdx_pipeline.core.batches"):
+        write_concurrently(seeded_postgres, 4, racing, barrier=start)
+    assert [r.message for r in caplog.records if "trying again" in r.message] == []
     assert sum(stored_rollup(seeded_postgres).values()) == 12 * 20
     assert_rollup_exact(seeded_postgres, [2021])
 
