@@ -414,6 +414,15 @@ def test_concurrent_batches_over_the_same_ids_in_opposite_orders_never_deadlock(
     seed(engine)
     ids = list(range(1, 301))
     batches = [[employee(i, name=f"writer {w}") for i in (ids if w % 2 else ids[::-1])] for w in range(8)]
+    # Every batch's first write starts at the same moment, so they all meet over the same ids.
+    together, met = threading.Barrier(len(batches), timeout=60), set()
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def write_together(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.startswith("WITH inserted AS") and threading.get_ident() not in met:
+            met.add(threading.get_ident())
+            together.wait()
+
     with caplog.at_level(logging.WARNING, logger="gdx_pipeline.core.batches"):
         started = [apply_in_thread(engine, rows, f"writer-{w}") for w, rows in enumerate(batches)]
         for thread, _ in started:
