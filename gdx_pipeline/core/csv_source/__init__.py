@@ -31,6 +31,7 @@ from gdx_pipeline.core.csv_source.records import (
     UTF8_BOM,
     LongLine,
     RecordBlock,
+    raw_texts,
     string_table,
 )
 from gdx_pipeline.core.csv_source.snapshot import FileSnapshot, file_sha256
@@ -44,6 +45,7 @@ __all__ = [
     "FileSnapshot",
     "LongLine",
     "RecordBlock",
+    "raw_texts",
     "UnreadableFileError",
     "count_line_breaks",
     "file_sha256",

@@ -37,8 +37,6 @@ def _size_text(size: int) -> str:
     return f"{size:,} bytes"
 
 
-
-
 def _parse_fast(block: Block, spec: TableSpec) -> RecordBlock | None:
     """pyarrow's parser; None when a quoted value spans lines (line numbers would drift)."""
     if block.open_quote:
@@ -72,10 +70,9 @@ def _parse_fast(block: Block, spec: TableSpec) -> RecordBlock | None:
     good_numbers = np.setdiff1d(np.arange(1, total + 1, dtype=np.int64), bad_numbers, assume_unique=True)
     lines = good_numbers + (block.first_line - 1)
     raw_by_line = _LazyRawLines(block.data, block.first_line)
-    malformed = [
-        (line, raw_by_line[line], _field_count_reason(len(columns), count, raw_by_line[line]))
-        for line, count in ((block.first_line + number - 1, count) for number, _text, count in invalid)
-    ]
+    bad = [(block.first_line + number - 1, count) for number, _text, count in invalid]
+    bad_raws = raw_by_line.many([line for line, _ in bad])
+    malformed = [(line, raw, _field_count_reason(len(columns), count, raw)) for (line, count), raw in zip(bad, bad_raws)]
     return RecordBlock(fields=table, lines=lines, malformed=malformed, raw_lines=raw_by_line, rows_read=total)
 
 
@@ -137,25 +134,32 @@ def _parse_slow(block: Block, spec: TableSpec) -> RecordBlock:
 class _LazyRawLines(dict):
     """Line number -> raw text of a block whose records and lines agree one to one (no lone CR);
     only the lines asked for (rejected rows) are cut out and decoded, found by where the block's
-    line feeds are, which is looked up once, the first time a line is asked for."""
+    line feeds are, which is looked up once, the first time lines are asked for."""
 
     def __init__(self, data: bytes, first_line: int):
         super().__init__()
         self._data = data
-        self._line_feeds: np.ndarray | None = None
+        self._ends: np.ndarray | None = None
         self._first = first_line
 
     def __getitem__(self, line: int) -> str:
-        if self._line_feeds is None:
-            self._line_feeds = np.flatnonzero(np.frombuffer(self._data, dtype=np.uint8) == LF)
-        index = line - self._first
-        last = len(self._line_feeds)  # a line after the last line feed exists if the block does not end with one
-        if index < 0 or index > last or (index == last and (not self._data or self._data.endswith(b"\n"))):
-            raise KeyError(line)
-        start = int(self._line_feeds[index - 1]) + 1 if index else 0
-        end = int(self._line_feeds[index]) if index < len(self._line_feeds) else len(self._data)
-        raw = self._data[start:end]
-        return (raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8")
+        return self.many([line])[0]
+
+    def many(self, lines: list[int]) -> list[str]:
+        """The raw texts of `lines`, their bounds found at once (a block's rejected rows)."""
+        data = self._data
+        if self._ends is None:  # where each line ends: at its line feed, the last at the block's end
+            self._ends = np.append(np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == LF), len(data))
+        ends = self._ends
+        index = np.asarray(lines, dtype=np.int64) - self._first
+        # A line after the last line feed exists if the block does not end with one.
+        count = len(ends) - (1 if not data or data.endswith(b"\n") else 0)
+        outside = np.flatnonzero((index < 0) | (index >= count))
+        if outside.size:
+            raise KeyError(lines[outside[0]])
+        starts = np.where(index > 0, ends[np.maximum(index - 1, 0)] + 1, 0).tolist()
+        texts = [data[start:end] for start, end in zip(starts, ends[index].tolist())]
+        return [(raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8") for raw in texts]
 
 
 def _field_count_reason(expected: int, found: int, raw: str) -> str:

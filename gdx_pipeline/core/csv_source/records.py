@@ -3,6 +3,7 @@ raw text, and the limits every reader honours."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,3 +43,10 @@ class RecordBlock:
 def string_table(columns: list[str], rows: list[list[str]]) -> pa.Table:
     """Rows of field texts as an Arrow table of string columns."""
     return pa.table({c: pa.array([row[i] for row in rows], type=pa.string()) for i, c in enumerate(columns)})
+
+
+def raw_texts(raw_lines: Mapping[int, str], lines: list[int]) -> list[str]:
+    """The raw texts of `lines` from a `RecordBlock.raw_lines`, all at once where it can cut
+    them so (a landing file's block: `many`), else line by line."""
+    many = getattr(raw_lines, "many", None)
+    return many(lines) if many is not None else [raw_lines[line] for line in lines]

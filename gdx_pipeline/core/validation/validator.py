@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gdx_pipeline.core.csv_source import LongLine, RecordBlock
+from gdx_pipeline.core.csv_source import LongLine, RecordBlock, raw_texts
 from gdx_pipeline.core.validation.row_checks import CheckedRows, check_rows
 from gdx_pipeline.core.validation.seen_ids import SeenIds
 from gdx_pipeline.dictionary import TableSpec
@@ -65,13 +65,13 @@ class RowValidator:
             for row in np.flatnonzero(duplicates):
                 reasons[int(row)] = [f"{key}: duplicate of an earlier row in this {self.source_kind} (got {ids[row]})"]
             order = {column: i for i, column in enumerate(self.spec.columns)}
-            lines, raw_lines = block.lines, block.raw_lines
-            for row in sorted(reasons):
-                line = int(lines[row])
+            rows = sorted(reasons)
+            lines = block.lines[rows].tolist()
+            for row, line, raw in zip(rows, lines, raw_texts(block.raw_lines, lines)):
                 row_reasons = reasons[row]
                 if len(row_reasons) > 1:
                     row_reasons = sorted(row_reasons, key=lambda r: order.get(r.split(":")[0], -1))
-                rejected.append(RejectedRow(line, raw_lines[line], row_reasons))
+                rejected.append(RejectedRow(line, raw, row_reasons))
             if reasons:
                 keep = np.ones(typed.num_rows, dtype=bool)
                 keep[list(reasons)] = False
@@ -86,5 +86,9 @@ class RowValidator:
         for fk in self.spec.foreign_keys:
             values = typed.column(fk.column)
             unknown = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=self.allowed_keys[fk.column])))
-            for row in np.flatnonzero(unknown.to_numpy(zero_copy_only=False)):
-                reasons.setdefault(int(row), []).append(f"{fk.column}: no such id in {fk.table} (got {values[int(row)].as_py()})")
+            rows = np.flatnonzero(unknown.to_numpy(zero_copy_only=False))
+            if not rows.size:
+                continue
+            prefix = f"{fk.column}: no such id in {fk.table} (got "
+            for row, value in zip(rows.tolist(), values.take(pa.array(rows)).to_pylist()):
+                reasons.setdefault(row, []).append(f"{prefix}{value})")
