@@ -3,10 +3,10 @@ appended in the same transaction as the rows that did land."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -17,9 +17,14 @@ from gdx_pipeline.core.validation import RejectedRow
 from gdx_pipeline.core.warehouse import rejected_rows
 from gdx_pipeline.dictionary import TableSpec
 
-# One encoder, not one per row: `json.dumps` with any non-default option builds a new one each call.
-_reasons_json = json.JSONEncoder(ensure_ascii=False).encode
 _COLUMNS = ["table_name", "source", "source_sha256", "line_number", "raw_line", "reasons", "run_id", "request_id", "rejected_at"]
+
+
+def reasons_json(reasons: Sequence[str]) -> str:
+    """A list of reasons as JSON text, as `json.dumps(reasons, ensure_ascii=False)` writes it:
+    each string quoted by the json module's own C quoting, without an encoder's per-call set-up
+    (half the cost, for each of a dirty file's hundreds of thousands of rejected rows)."""
+    return "[" + ", ".join(map(encode_basestring, reasons)) + "]"
 
 
 @dataclass
@@ -76,7 +81,7 @@ def prepare_rejects(
             "source_sha256": _same(source_sha256, count),
             "line_number": pa.array(lines, pa.int64()),
             "raw_line": pa.array(raws, pa.string()),
-            "reasons": pa.array([_reasons_json(r.reasons) for r in rows], pa.string()),
+            "reasons": pa.array([reasons_json(r.reasons) for r in rows], pa.string()),
             "run_id": _same(run_id, count),
             "request_id": _same(request_id, count),
             "rejected_at": pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), count),

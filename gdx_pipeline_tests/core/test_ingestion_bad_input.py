@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, strategies as st
 
 from gdx_pipeline.core.ingestion import ingest_file, ingest_landing
+from gdx_pipeline.core.reject_log import reasons_json
 from gdx_pipeline.core.warehouse import data_tables, quarantined_files, rejected_rows
 from gdx_pipeline.dictionary import NAME_CHARACTERS_RULE
 from gdx_pipeline_tests.core.landing import drop, rejects_by_line
@@ -280,6 +282,13 @@ def test_processed_name_clash_keeps_both_files(engine, folders):
     drop(folders, "departments.csv", "5,Legal\n")
     (outcome,) = ingest_landing(engine, folders)
     assert set(os.listdir(folders.processed)) == {"departments.csv", f"departments.{outcome.sha256[:8]}.csv"}
+
+
+@given(st.lists(st.text()))
+def test_reasons_are_written_as_json_dumps_writes_them(reasons):
+    """The reject log's hand-joined JSON against the json module's own encoder, on any texts
+    (quotes, backslashes, control characters, lone surrogates, any script)."""
+    assert reasons_json(reasons) == json.dumps(reasons, ensure_ascii=False)
 
 
 def test_reject_reasons_are_stored_as_a_json_list(engine, folders):
