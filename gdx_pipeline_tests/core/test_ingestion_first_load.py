@@ -4,6 +4,7 @@ blocks parsed in threads and handed over in order, the reject log written in one
 
 import random
 import shutil
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from gdx_pipeline.core import file_transaction, postgres_copy, staged_writes
 from gdx_pipeline.core.backups import backup_tables, restore_snapshot
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
-from gdx_pipeline.core.ordered_threads import map_in_order
+from gdx_pipeline.core.ordered_threads import map_in_order, short_gil_turns
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, is_postgres, rejected_rows
 from gdx_pipeline_tests.warehouse_contents import table_count
@@ -104,6 +105,7 @@ def test_a_first_big_load_stores_exactly_what_the_staged_text_path_stores(databa
 
 def test_a_first_big_load_that_fails_rolls_back_and_keeps_every_index(database_url, tmp_path, monkeypatch):
     monkeypatch.setattr(staged_writes, "BULK_ROWS", 50)
+    switch_interval = sys.getswitchinterval()
     with ready_to_load(database_url, tmp_path, 2_000, seed=12, dirty_share=0.02) as (engine, folders, before):
 
         def fail(*_args, **_kwargs):
@@ -116,6 +118,7 @@ def test_a_first_big_load_that_fails_rolls_back_and_keeps_every_index(database_u
         assert table_count(engine, "hired_employees") == 0
         assert table_count(engine, "rejected_rows") == 0
         assert schema_of(engine) == before  # the dropped indexes came back with the rollback
+        assert sys.getswitchinterval() == switch_interval  # the load's shorter GIL turns ended with it
 
         (outcome,) = ingest_landing(engine, folders)  # and the file loads on the next run
         assert outcome.status == "applied" and table_count(engine, "hired_employees") == outcome.counts.inserted
@@ -287,3 +290,20 @@ def test_a_consumer_that_stops_early_stops_the_source_with_few_items_drawn():
     time.sleep(0.05)
     with lock:
         assert len(drawn) < 10  # bounded: a few ahead, never the whole source
+
+
+def test_short_gil_turns_last_while_any_holder_runs_and_end_with_the_last():
+    """Overlapping loads (threads of one process) share the process's switch interval: the
+    first shortens it, the last to finish, in whatever order, puts back what was there."""
+    before = sys.getswitchinterval()
+    first, second = short_gil_turns(0.001), short_gil_turns(0.001)
+    first.__enter__()
+    assert sys.getswitchinterval() == pytest.approx(0.001)
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(0.001)  # the second still loads
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(before)
+    with pytest.raises(RuntimeError), short_gil_turns(0.001):
+        raise RuntimeError("the load failed")
+    assert sys.getswitchinterval() == pytest.approx(before)
