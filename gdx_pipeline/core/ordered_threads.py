@@ -21,8 +21,8 @@ from typing import TypeVar
 # How long a thread running Python may keep the GIL from a thread that wants it back, while a
 # file loads: the settling thread runs Python between its Arrow calls, and every return of a
 # parsing thread from Arrow, or of the writing one from the driver, may wait this long for it.
-# Python's default is 5 ms; at 2 ms a 10 M-row PostgreSQL load's parse-and-COPY phase took 11.5 s
-# against 12.2 s (mean of 7 alternating pairs, shorter in 6 of them, on 2 cores).
+# Python's default is 5 ms; 2 ms made a big PostgreSQL load's parse-and-COPY phase shorter
+# (benchmarks/results/ingest.md, 2026-12-03).
 LOAD_SWITCH_INTERVAL_SECONDS = 0.002
 
 T = TypeVar("T")

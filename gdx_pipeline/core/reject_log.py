@@ -23,7 +23,7 @@ _COLUMNS = ["table_name", "source", "source_sha256", "line_number", "raw_line", 
 def reasons_json(reasons: Sequence[str]) -> str:
     """A list of reasons as JSON text, as `json.dumps(reasons, ensure_ascii=False)` writes it:
     each string quoted by the json module's own C quoting, without an encoder's per-call set-up
-    (half the cost, for each of a dirty file's hundreds of thousands of rejected rows)."""
+    (paid once per rejected row: a dirty file has hundreds of thousands)."""
     return "[" + ", ".join(map(encode_basestring, reasons)) + "]"
 
 
