@@ -69,11 +69,11 @@ PIPELINE = (
     + """
 import sys, logging
 from pathlib import Path
+import sqlalchemy as sa
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
 from gdx_pipeline.core.warehouse import create_warehouse_engine
 logging.basicConfig(level=logging.WARNING)
-import sqlalchemy as sa
 engine = create_warehouse_engine(sys.argv[1])
 # Phases: the statements that build keys and indexes, and ANALYZE, timed as they run; "load" is
 # the rest (reading, checking, the COPYs or inserts, the reject log and ledger, the commit).
@@ -82,7 +82,7 @@ def phase_of(statement):
     words = statement.lstrip().split(None, 2)[:2]
     if words and words[0] == "ANALYZE":
         return "analyze"
-    if words[:1] == ["ALTER"] and "ADD CONSTRAINT" in statement or words[:2] == ["CREATE", "INDEX"]:
+    if (words[:1] == ["ALTER"] and "ADD CONSTRAINT" in statement) or words[:2] == ["CREATE", "INDEX"]:
         return "keys and indexes"
     return None
 @sa.event.listens_for(engine, "before_cursor_execute")

@@ -96,22 +96,21 @@ def map_in_order(work: Callable[[T], R], items: Iterator[T], *, workers: int | N
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-
-
 class _SwitchInterval:
-    """Python's thread switch interval, shortened while any load holds it: the first holder
-    shortens it, the last to let go puts back what it was (it is the whole process's)."""
+    """Python's thread switch interval, at most `LOAD_SWITCH_INTERVAL_SECONDS` while any load
+    holds it: the first holder shortens it, the last to let go puts back what it was (it is the
+    whole process's)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._holders = 0
         self._before = 0.0
 
-    def hold(self, seconds: float) -> None:
+    def hold(self) -> None:
         with self._lock:
             if self._holders == 0:
                 self._before = sys.getswitchinterval()
-                sys.setswitchinterval(min(self._before, seconds))
+                sys.setswitchinterval(min(self._before, LOAD_SWITCH_INTERVAL_SECONDS))
             self._holders += 1
 
     def release(self) -> None:
@@ -125,9 +124,10 @@ _switch_interval = _SwitchInterval()
 
 
 @contextmanager
-def short_gil_turns(seconds: float = LOAD_SWITCH_INTERVAL_SECONDS) -> Iterator[None]:
-    """Python's thread switch interval at most `seconds` while the block runs (see `_SwitchInterval`)."""
-    _switch_interval.hold(seconds)
+def short_gil_turns() -> Iterator[None]:
+    """Python's thread switch interval at most `LOAD_SWITCH_INTERVAL_SECONDS` while the block
+    runs (see `_SwitchInterval`)."""
+    _switch_interval.hold()
     try:
         yield
     finally:

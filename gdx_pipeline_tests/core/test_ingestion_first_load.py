@@ -19,7 +19,7 @@ from gdx_pipeline.core import file_transaction, postgres_copy, staged_writes
 from gdx_pipeline.core.backups import backup_tables, restore_snapshot
 from gdx_pipeline.core.folders import DataFolders
 from gdx_pipeline.core.ingestion import ingest_landing
-from gdx_pipeline.core.ordered_threads import map_in_order, short_gil_turns
+from gdx_pipeline.core.ordered_threads import LOAD_SWITCH_INTERVAL_SECONDS, map_in_order, short_gil_turns
 from gdx_pipeline.core.sample_data import generate_globant_files
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, is_postgres, rejected_rows
 from gdx_pipeline_tests.warehouse_contents import table_count
@@ -296,14 +296,15 @@ def test_short_gil_turns_last_while_any_holder_runs_and_end_with_the_last():
     """Overlapping loads (threads of one process) share the process's switch interval: the
     first shortens it, the last to finish, in whatever order, puts back what was there."""
     before = sys.getswitchinterval()
-    first, second = short_gil_turns(0.001), short_gil_turns(0.001)
+    assert before > LOAD_SWITCH_INTERVAL_SECONDS  # Python's default: the test would prove nothing otherwise
+    first, second = short_gil_turns(), short_gil_turns()
     first.__enter__()
-    assert sys.getswitchinterval() == pytest.approx(0.001)
+    assert sys.getswitchinterval() == pytest.approx(LOAD_SWITCH_INTERVAL_SECONDS)
     second.__enter__()
     first.__exit__(None, None, None)
-    assert sys.getswitchinterval() == pytest.approx(0.001)  # the second still loads
+    assert sys.getswitchinterval() == pytest.approx(LOAD_SWITCH_INTERVAL_SECONDS)  # the second still loads
     second.__exit__(None, None, None)
     assert sys.getswitchinterval() == pytest.approx(before)
-    with pytest.raises(RuntimeError), short_gil_turns(0.001):
+    with pytest.raises(RuntimeError), short_gil_turns():
         raise RuntimeError("the load failed")
     assert sys.getswitchinterval() == pytest.approx(before)
