@@ -121,3 +121,35 @@ def test_pythons_re_and_arrows_re2_read_the_name_pattern_alike_for_every_code_po
         by_re = [pattern.match(name) is not None for name in names]
         expected = [p not in refused and (shape == "a{}a" or chr(p) not in NAME_JOINERS) for p in points]
         assert by_re2 == by_re == expected
+
+
+WHITESPACE = [chr(p) for p in range(sys.maxunicode + 1) if chr(p).isspace()]
+
+
+def test_arrow_trims_exactly_pythons_whitespace_none_of_it_printable_ascii() -> None:
+    """Every code point: Arrow's trim removes it iff Python's `str.isspace` says whitespace; and
+    no whitespace character's UTF-8 starts or ends with a printable ASCII byte, which is what
+    lets the parser skip trimming a column whose values all start and end with one."""
+    points = [p for p in range(sys.maxunicode + 1) if not 0xD800 <= p <= 0xDFFF]
+    trimmed = pc.utf8_trim_whitespace(pa.array([chr(p) for p in points])).to_pylist()
+    assert [chr(p) for p, t in zip(points, trimmed) if t == ""] == WHITESPACE
+    edges = {byte for c in WHITESPACE for byte in (c.encode()[0], c.encode()[-1])}
+    assert not edges & set(range(0x21, 0x7F)) and {0x09, 0x20, 0x85, 0x80, 0xA0} <= edges
+
+
+def test_values_are_trimmed_and_blanks_made_null_as_pythons_strip_does() -> None:
+    """Columns of names as files hold them (ASCII, accented, CJK), some with whitespace of any
+    kind at either end or alone, some without any: parsed, each value is `str.strip`'s."""
+    rng = random.Random(20261203)
+    spec = table_spec("departments")
+    words = ["Ana", "Émile", "José", "Zoë", "漢字", "O'Neil", "a-b", "x"]
+    for _ in range(200):
+        names = [rng.choice(words) + rng.choice(["", " ", "é", "ü"]) + rng.choice(words) for _ in range(rng.choice([1, 5, 300]))]
+        for _ in range(rng.choice([0, 0, 1, 3])):  # whitespace somewhere at an edge, or a whole blank value
+            at = rng.randrange(len(names))
+            space = rng.choice(WHITESPACE)
+            names[at] = rng.choice([space + names[at], names[at] + space, space, "", space * 2 + names[at] + space])
+        fields = pa.table({"id": pa.array(["1"] * len(names)), "department": pa.array(names)})
+        _typed, parsed = parse_columns(spec, fields)
+        assert parsed["department"].values.to_pylist() == [name.strip() or None for name in names]
+        assert parsed["department"].blank.to_pylist() == [not name.strip() for name in names]

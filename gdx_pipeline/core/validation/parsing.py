@@ -41,13 +41,13 @@ def _parse_integer(text: pa.Array) -> ParsedColumn:
     # (signed or malformed: a few in a dirty block) go through the pattern, apart, and their
     # values are put in their places (numbers: putting texts back costs more than all the rest).
     is_integer = pc.fill_null(pc.ascii_is_decimal(text), False)
-    values = _integer_values(text, is_integer, pc.utf8_length(text))
+    values = _integer_values(text, is_integer, pc.binary_length(text))  # digits are one byte each
     others = pc.and_(pc.is_valid(text), pc.invert(is_integer))
     if pc.any(others).as_py():
         rest = pc.filter(text, others)
         rest_integer = pc.fill_null(pc.match_substring_regex(rest, INTEGER_PATTERN), False)
         unsigned = pc.replace_substring_regex(rest, r"^\+", "")  # Arrow's cast refuses "+7"
-        rest_values = _integer_values(unsigned, rest_integer, pc.utf8_length(pc.utf8_ltrim(rest, characters="+-")))
+        rest_values = _integer_values(unsigned, rest_integer, pc.binary_length(pc.utf8_ltrim(rest, characters="+-")))
         is_integer = pc.replace_with_mask(is_integer, others, rest_integer)
         values = pc.replace_with_mask(values, others, rest_values)
     return ParsedColumn(values, "not an integer", pc.and_(pc.is_valid(text), pc.invert(is_integer)))
@@ -56,7 +56,7 @@ def _parse_integer(text: pa.Array) -> ParsedColumn:
 def _integer_values(text: pa.Array, is_integer: pa.Array, digits: pa.Array) -> pa.Array:
     """The integers of the texts `is_integer` marks (`digits`: how many each has), null elsewhere."""
     fits = pc.and_(is_integer, pc.less_equal(digits, _MAX_INT_DIGITS))
-    values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.int64())
+    values = pc.cast(_null_where_not(text, fits), pa.int64())
     too_long = pc.and_(is_integer, pc.invert(fits))
     if pc.any(too_long).as_py():
         # Too many digits for any integer type: out of range, like any other too-large id (the
@@ -108,15 +108,14 @@ def _normalized_instants(text: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def _parse_timestamp(text: pa.Array) -> ParsedColumn:
-    canonical = _canonical_instants(text)
-    others = pc.and_(pc.is_valid(text), pa.array(~canonical))
+    canonical = pa.array(_canonical_instants(text))
+    values = _cast_instants(_null_where_not(text, canonical))
+    shaped = canonical
+    others = pc.and_(pc.is_valid(text), pc.invert(canonical))
     if pc.any(others).as_py():  # only the other texts go through the pattern and normalising
         others_shaped, others_normalized = _normalized_instants(pc.filter(text, others))
-        shaped = pc.replace_with_mask(pa.array(canonical), others, others_shaped)
-        candidates = pc.replace_with_mask(pc.if_else(pa.array(canonical), text, pa.scalar(None, pa.string())), others, others_normalized)
-    else:
-        shaped, candidates = pa.array(canonical), text
-    values = _cast_instants(candidates)
+        shaped = pc.replace_with_mask(canonical, others, others_shaped)
+        values = pc.replace_with_mask(values, others, _cast_instants(others_normalized))
     unreadable = pc.or_(pc.and_(pc.is_valid(text), pc.invert(shaped)), pc.and_(shaped, pc.is_null(values)))
     return ParsedColumn(values, "not an ISO-8601 datetime with a Z or an offset", unreadable)
 
@@ -142,8 +141,45 @@ _PARSERS = {"integer": _parse_integer, "timestamp": _parse_timestamp, "text": _p
 
 
 def _blank_to_null(column: pa.Array) -> pa.Array:
-    trimmed = pc.utf8_trim_whitespace(column)
-    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    trimmed = _trimmed(column)
+    return _null_where_not(trimmed, pc.greater(pc.binary_length(trimmed), 0))
+
+
+# A byte that may start or end a whitespace character: ASCII up to the space, or any byte of a
+# multi-byte character. `byte - 0x21` wraps the first kind round to large numbers, in one comparison.
+_PLAIN_LOW, _PLAIN_SPAN = np.uint8(0x21), np.uint8(0x7F - 0x21)
+
+
+def _trimmed(column: pa.Array) -> pa.Array:
+    """`column` with whitespace trimmed from both ends of each value, or the column itself when
+    trimming would change no value (the usual file). Found without copying the strings: only the
+    values that start or end with a byte that may belong to whitespace (an accented name, say)
+    are trimmed, apart, to see whether any changes."""
+    data = column.buffers()[2]
+    if column.type != pa.string() or data is None or not len(column):
+        return pc.utf8_trim_whitespace(column)
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    text = np.frombuffer(data, dtype=np.uint8)
+    if not text.size:
+        return column
+    # An empty value reads a neighbour's byte instead: a harmless, cautious look.
+    first = text.take(offsets[:-1], mode="clip")
+    last = text.take(offsets[1:] - 1, mode="clip")
+    edges = ((first - _PLAIN_LOW) > _PLAIN_SPAN) | ((last - _PLAIN_LOW) > _PLAIN_SPAN)
+    if not edges.any():
+        return column
+    candidates = column.filter(pa.array(edges))
+    unchanged = pc.all(pc.equal(pc.binary_length(pc.utf8_trim_whitespace(candidates)), pc.binary_length(candidates)))
+    return column if unchanged.as_py() else pc.utf8_trim_whitespace(column)
+
+
+def _null_where_not(text: pa.Array, keep: pa.Array) -> pa.Array:
+    """`text` with null wherever `keep` is not true: a new validity bitmap over the same offsets
+    and bytes (the strings are not copied; a value under a null is never read)."""
+    valid = pc.and_(pc.is_valid(text), pc.fill_null(keep, False))
+    if text.offset or valid.offset or valid.null_count:
+        return pc.if_else(valid, text, pa.scalar(None, text.type))
+    return pa.Array.from_buffers(text.type, len(text), [valid.buffers()[1], *text.buffers()[1:]])
 
 
 def parse_columns(
