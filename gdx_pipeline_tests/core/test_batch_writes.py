@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import lock_table_for_writes
 from gdx_pipeline.core.loading import known_keys
-from gdx_pipeline.core.validation import SeenIds, check_rows
+from gdx_pipeline.core.validation import RowValidator, SeenIds, check_rows
 from gdx_pipeline.core.validation.parsing import _canonical_instants, _parse_integer, _parse_timestamp
 from gdx_pipeline.core.warehouse import create_schema, create_warehouse_engine, data_tables, write_transaction
 from gdx_pipeline.dictionary import ID_MAX, table_spec
@@ -210,6 +210,23 @@ def test_row_rules_run_without_a_database_and_foreign_keys_are_added_under_the_l
     assert [r.split(":")[0] for r in reasons[3]] == ["name", "department_id"]  # dictionary order, both kept
     assert reasons[4] == ["id: duplicate of an earlier row in this request (got 1)"]
     assert outcome.counts.inserted == 1 and table_count(engine, "hired_employees") == 1
+
+
+def test_settling_a_checked_block_leaves_it_as_it_was() -> None:
+    """A checked block's reasons are settled into rejected rows without being changed, so the
+    same block settled again (a batch retried) gets the same rows and reasons."""
+    rows = [employee(1), {**employee(2), "name": "", "department_id": 8}, employee(3, department_id=9), employee(1)]
+    checked = check_rows(EMPLOYEES, block_from_mappings(EMPLOYEES, rows))
+    before = {row: list(reasons) for row, reasons in checked.reasons.items()}
+    settled = [RowValidator(EMPLOYEES, {"department_id": [1], "job_id": [1]}, source_kind="request").settle(checked) for _ in range(2)]
+    assert checked.reasons == before == {1: ["name: missing"]}
+    first, again = ([(r.line, r.reasons) for r in s.rejected] for s in settled)
+    assert first == again == [
+        (2, ["name: missing", "department_id: no such id in departments (got 8)"]),
+        (3, ["department_id: no such id in departments (got 9)"]),
+        (4, ["id: duplicate of an earlier row in this request (got 1)"]),
+    ]
+    assert settled[0].valid.column("id").to_pylist() == settled[1].valid.column("id").to_pylist() == [1]
 
 
 def test_a_batch_looks_up_only_the_foreign_keys_its_rows_name(engine: sa.Engine) -> None:

@@ -55,7 +55,7 @@ class RowValidator:
         block, typed = checked.block, checked.typed
         rejected = [RejectedRow(line, raw, [reason], block.long_lines.get(line)) for line, raw, reason in block.malformed]
         if typed.num_rows:
-            reasons = {row: list(row_reasons) for row, row_reasons in checked.reasons.items()}
+            reasons = dict(checked.reasons)  # its lists are the checked block's: only ever replaced here
             self._foreign_key_reasons(typed, reasons)  # blank lines have no values to look up
             key = self.spec.primary_key
             candidate = np.ones(typed.num_rows, dtype=bool)
@@ -80,7 +80,8 @@ class RowValidator:
         return ValidatedBlock(typed, rejected)
 
     def _foreign_key_reasons(self, typed: pa.Table, reasons: dict[int, list[str]]) -> None:
-        """Relational rules Pandera has no words for, checked set-wise against the referenced ids.
+        """Relational rules Pandera has no words for, checked set-wise against the referenced ids;
+        a row's reasons are a new list with them added (the old one may be a checked block's).
 
         Kept out of the Pandera schema so the schema is built once, not once per batch."""
         for fk in self.spec.foreign_keys:
@@ -91,4 +92,4 @@ class RowValidator:
                 continue
             prefix = f"{fk.column}: no such id in {fk.table} (got "
             for row, value in zip(rows.tolist(), values.take(pa.array(rows)).to_pylist()):
-                reasons.setdefault(row, []).append(f"{prefix}{value})")
+                reasons[row] = [*reasons.get(row, ()), f"{prefix}{value})"]
