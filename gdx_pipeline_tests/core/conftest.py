@@ -5,6 +5,7 @@ import pytest
 
 from gdx_pipeline.core.batches import apply_batch, block_from_mappings
 from gdx_pipeline.core.ingestion import ingest_landing
+from gdx_pipeline.core.validation import parsing
 from gdx_pipeline.dictionary import TABLES
 
 # Rows the real data lacks: non-ASCII names and a hire time with microseconds.
@@ -25,3 +26,12 @@ def loaded(engine, globant_landing):
     )
     assert not outcome.rejected
     return engine, globant_landing
+
+
+@pytest.fixture(params=["plain kernels", "copy-free"])
+def parse_path(request, monkeypatch):
+    """Both ways a column is parsed, whatever its size: Arrow's plain kernels (a small column)
+    and the copy-free trimming and nulls (a file's block, here from the first value on)."""
+    if request.param == "copy-free":
+        monkeypatch.setattr(parsing, "COPY_FREE_FROM_VALUES", 0)
+    return request.param

@@ -111,7 +111,7 @@ ISO_TEXTS = {
 }
 
 
-def test_datetimes_parse_to_the_instant_they_name_even_beside_impossible_ones() -> None:
+def test_datetimes_parse_to_the_instant_they_name_even_beside_impossible_ones(parse_path: str) -> None:
     texts = list(ISO_TEXTS)
     parsed = _parse_timestamp(pa.array(texts))
     assert parsed.values.to_pylist() == list(ISO_TEXTS.values())
@@ -145,7 +145,7 @@ def instant_by_python(text: str) -> datetime | None:
         return None
 
 
-def test_datetimes_parse_like_pythons_own_iso_parser() -> None:
+def test_datetimes_parse_like_pythons_own_iso_parser(parse_path: str) -> None:
     rng = random.Random(20261122)
     texts = [random_iso_text(rng) for _ in range(5_000)]
     parsed = _parse_timestamp(pa.array(texts)).values.to_pylist()
@@ -188,7 +188,7 @@ def integer_by_python(text: str | None) -> int | None:
     return int(text) if len(text.lstrip("+-")) <= 18 else ID_MAX + 1
 
 
-def test_integers_parse_like_python_reads_them() -> None:
+def test_integers_parse_like_python_reads_them(parse_path: str) -> None:
     rng = random.Random(20261202)
     for _ in range(20):  # blocks of only bare digits, and blocks with a few of everything else
         texts = [random_integer_text(rng) for _ in range(rng.choice([1, 50, 2_000]))]

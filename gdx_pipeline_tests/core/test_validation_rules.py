@@ -75,7 +75,7 @@ def random_fields(spec: TableSpec, rng: random.Random, rows: int) -> pa.Table:
 
 
 @pytest.mark.parametrize("table", list(TABLES))
-def test_arrow_and_pandera_give_every_row_the_same_reasons(table: str) -> None:
+def test_arrow_and_pandera_give_every_row_the_same_reasons(table: str, parse_path: str) -> None:
     spec = table_spec(table)
     rules = ArrowRules.for_schema(spec.schema)
     assert rules is not None  # the dictionary only uses checks Arrow can stand in for
@@ -137,7 +137,7 @@ def test_arrow_trims_exactly_pythons_whitespace_none_of_it_printable_ascii() -> 
     assert not edges & set(range(0x21, 0x7F)) and {0x09, 0x20, 0x85, 0x80, 0xA0} <= edges
 
 
-def test_values_are_trimmed_and_blanks_made_null_as_pythons_strip_does() -> None:
+def test_values_are_trimmed_and_blanks_made_null_as_pythons_strip_does(parse_path: str) -> None:
     """Columns of names as files hold them (ASCII, accented, CJK), some with whitespace of any
     kind at either end or alone, some without any: parsed, each value is `str.strip`'s."""
     rng = random.Random(20261203)

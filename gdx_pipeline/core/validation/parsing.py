@@ -24,6 +24,10 @@ ISO_DATETIME_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
 )
 _INSTANT = pa.timestamp("us", tz="UTC")
+# From this many values on, a column is trimmed and made null where blank or unparsable without
+# copying its strings (`_trimmed`, `_null_where_not`); below it (an API batch, a small file),
+# Arrow's plain kernels, whose fixed costs are then smaller than the copies saved.
+COPY_FREE_FROM_VALUES = 8_192
 _MAX_INT_DIGITS = 18  # anything longer cannot be an int64, let alone an int32 id
 
 
@@ -141,6 +145,9 @@ _PARSERS = {"integer": _parse_integer, "timestamp": _parse_timestamp, "text": _p
 
 
 def _blank_to_null(column: pa.Array) -> pa.Array:
+    if len(column) < COPY_FREE_FROM_VALUES:
+        trimmed = pc.utf8_trim_whitespace(column)
+        return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
     trimmed = _trimmed(column)
     return _null_where_not(trimmed, pc.greater(pc.binary_length(trimmed), 0))
 
@@ -174,10 +181,12 @@ def _trimmed(column: pa.Array) -> pa.Array:
 
 
 def _null_where_not(text: pa.Array, keep: pa.Array) -> pa.Array:
-    """`text` with null wherever `keep` is not true: a new validity bitmap over the same offsets
-    and bytes (the strings are not copied; a value under a null is never read)."""
+    """`text` with null wherever `keep` is not true; from `COPY_FREE_FROM_VALUES` values on, as a
+    new validity bitmap over the same offsets and bytes (a value under a null is never read)."""
+    if len(text) < COPY_FREE_FROM_VALUES or text.offset:
+        return pc.if_else(keep, text, pa.scalar(None, text.type))
     valid = pc.and_(pc.is_valid(text), pc.fill_null(keep, False))
-    if text.offset or valid.offset or valid.null_count:
+    if valid.offset or valid.null_count:
         return pc.if_else(valid, text, pa.scalar(None, text.type))
     return pa.Array.from_buffers(text.type, len(text), [valid.buffers()[1], *text.buffers()[1:]])
 
