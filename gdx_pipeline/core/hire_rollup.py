@@ -100,7 +100,7 @@ def count_hires(rows: pa.Table | pa.RecordBatch) -> pa.Table:
     spans = [int(keys.max()) - low + 1 for keys, low in zip((quarters, departments, jobs), lows)]
     if spans[0] * spans[1] * spans[2] <= _DENSE_CELLS_PER_ROW * len(jobs) + _DENSE_CELLS_ANYWAY:
         return _count_hires_dense(quarters, departments, jobs, lows, spans)
-    if max(departments.max(), jobs.max()) >= _PACKED_ID_LIMIT:
+    if max(lows[1] + spans[1], lows[2] + spans[2]) > _PACKED_ID_LIMIT:  # the largest id is low + span - 1
         return _count_hires_grouped(quarters, departments, jobs)
     packed, hires = np.unique((quarters << 50) | (departments << 25) | jobs, return_counts=True)
     return _cells(packed >> 50, (packed >> 25) & (_PACKED_ID_LIMIT - 1), packed & (_PACKED_ID_LIMIT - 1), hires)

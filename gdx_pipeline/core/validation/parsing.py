@@ -145,11 +145,8 @@ _PARSERS = {"integer": _parse_integer, "timestamp": _parse_timestamp, "text": _p
 
 
 def _blank_to_null(column: pa.Array) -> pa.Array:
-    if len(column) < COPY_FREE_FROM_VALUES:
-        trimmed = pc.utf8_trim_whitespace(column)
-        return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
     trimmed = _trimmed(column)
-    return _null_where_not(trimmed, pc.greater(pc.binary_length(trimmed), 0))
+    return _null_where_not(trimmed, pc.not_equal(trimmed, ""))
 
 
 # A byte that may start or end a whitespace character: ASCII up to the space, or any byte of a
@@ -161,9 +158,9 @@ def _trimmed(column: pa.Array) -> pa.Array:
     """`column` with whitespace trimmed from both ends of each value, or the column itself when
     trimming would change no value (the usual file). Found without copying the strings: only the
     values that start or end with a byte that may belong to whitespace (an accented name, say)
-    are trimmed, apart, to see whether any changes."""
+    are trimmed, apart, to see whether any changes. Under `COPY_FREE_FROM_VALUES` values, trimmed."""
     data = column.buffers()[2]
-    if column.type != pa.string() or data is None or not len(column):
+    if len(column) < COPY_FREE_FROM_VALUES or column.type != pa.string() or data is None:
         return pc.utf8_trim_whitespace(column)
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
     text = np.frombuffer(data, dtype=np.uint8)
@@ -185,8 +182,8 @@ def _null_where_not(text: pa.Array, keep: pa.Array) -> pa.Array:
     new validity bitmap over the same offsets and bytes (a value under a null is never read)."""
     if len(text) < COPY_FREE_FROM_VALUES or text.offset:
         return pc.if_else(keep, text, pa.scalar(None, text.type))
-    valid = pc.and_(pc.is_valid(text), pc.fill_null(keep, False))
-    if valid.offset or valid.null_count:
+    valid = pc.and_(pc.is_valid(text), pc.fill_null(keep, False))  # no nulls: its values are the bitmap
+    if valid.offset:
         return pc.if_else(valid, text, pa.scalar(None, text.type))
     return pa.Array.from_buffers(text.type, len(text), [valid.buffers()[1], *text.buffers()[1:]])
 
